@@ -1,0 +1,1 @@
+"""Subcommands of the `seed-hf` command line; each module defines `register(subparsers)`."""

@@ -1,0 +1,263 @@
+"""SEED visual tokenizer: image -> 32 causal discrete codes -> Stable Diffusion generation embeddings."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Blip2QFormerModel, Blip2VisionModel, PreTrainedModel
+from transformers.models.blip_2.modeling_blip_2 import Blip2Encoder
+from transformers.utils import ModelOutput
+
+from .configuration_seed import SeedVisionTokenizerConfig
+
+
+@dataclass
+class SeedVisionTokenizerOutput(ModelOutput):
+    r"""
+    Output of [`SeedVisionTokenizer.forward`].
+
+    Args:
+        codes (`torch.LongTensor` of shape `(batch_size, num_query_tokens)`):
+            The discrete codes, indices into the codebook, in causal order.
+        quantized (`torch.FloatTensor` of shape `(batch_size, num_query_tokens, codebook_dim)`):
+            The codebook vectors of `codes`.
+        generation_embeds (`torch.FloatTensor` of shape `(batch_size, num_reverse_tokens, generation_embed_dim)`):
+            The embeddings that condition the Stable Diffusion UNet in place of CLIP text embeddings.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, vision_hidden_size)`):
+            The vision encoder output after `ln_vision`.
+        causal_query_output (`torch.FloatTensor` of shape `(batch_size, num_query_tokens, qformer_hidden_size)`):
+            The last hidden state of the causal Q-Former.
+    """
+
+    codes: torch.LongTensor | None = None
+    quantized: torch.FloatTensor | None = None
+    generation_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    causal_query_output: torch.FloatTensor | None = None
+
+
+class SeedPreTrainedModel(PreTrainedModel):
+    config: SeedVisionTokenizerConfig
+    config_class = SeedVisionTokenizerConfig
+    base_model_prefix = "seed"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = [
+        "Blip2EncoderLayer",
+        "Blip2QFormerLayer",
+        "Blip2VisionEmbeddings",
+        "SeedVectorQuantizer",
+        "SeedCodeDecoder",
+    ]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, SeedVisionTokenizer):
+            nn.init.normal_(module.query_tokens, std=std)
+        elif isinstance(module, SeedCodeDecoder):
+            nn.init.normal_(module.position_embeddings, std=std)
+            nn.init.normal_(module.reverse_tokens, std=std)
+        elif isinstance(module, SeedVectorQuantizer):
+            nn.init.uniform_(
+                module.codebook.weight,
+                -1.0 / module.codebook.num_embeddings,
+                1.0 / module.codebook.num_embeddings,
+            )
+
+
+class SeedVectorQuantizer(nn.Module):
+    """Projects causal query outputs to the codebook width and picks the nearest codebook entry (squared L2)."""
+
+    def __init__(self, config: SeedVisionTokenizerConfig):
+        super().__init__()
+        width = config.qformer_config.hidden_size
+        self.encode_task_layer = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, config.codebook_dim)
+        )
+        self.codebook = nn.Embedding(config.codebook_size, config.codebook_dim)
+
+    def forward(self, query_output: torch.Tensor) -> torch.LongTensor:
+        # Distances in float32 whatever the model dtype, so low-precision models pick the same entries.
+        projected = self.encode_task_layer(query_output).float()
+        codebook = self.codebook.weight.float()
+        distances = projected.pow(2).sum(-1, keepdim=True) + codebook.pow(2).sum(-1) - 2 * projected @ codebook.t()
+        return distances.argmin(-1)
+
+
+class SeedCodeDecoder(nn.Module):
+    """Codes -> generation embeddings: codebook rows, decode layer, pre-norm blocks, reverse Q-Former, projection."""
+
+    def __init__(self, config: SeedVisionTokenizerConfig):
+        super().__init__()
+        width = config.qformer_config.hidden_size
+        self.decode_task_layer = nn.Sequential(
+            nn.Linear(config.codebook_dim, config.codebook_dim),
+            nn.Tanh(),
+            nn.Linear(config.codebook_dim, width),
+        )
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_query_tokens, width))
+        self.blocks = Blip2Encoder(config.decoder_blocks_config())
+        self.reverse_tokens = nn.Parameter(torch.zeros(1, config.num_reverse_tokens, width))
+        self.reverse_qformer = Blip2QFormerModel(config.reverse_qformer_config())
+        self.projection = nn.Linear(width, config.generation_embed_dim)
+
+    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.decode_task_layer(quantized) + self.position_embeddings
+        hidden_states = self.blocks(inputs_embeds=hidden_states).last_hidden_state
+        reverse_queries = self.reverse_tokens.expand(hidden_states.shape[0], -1, -1)
+        reverse_output = self.reverse_qformer(
+            query_embeds=reverse_queries, encoder_hidden_states=hidden_states
+        ).last_hidden_state
+        return self.projection(reverse_output)
+
+
+class SeedVisionTokenizer(SeedPreTrainedModel):
+    r"""
+    The SEED v1 visual tokenizer. `encode` turns images into `num_query_tokens` discrete codes with 1-D causal
+    dependency (EVA ViT-g -> causal Q-Former -> vector quantizer); `embed_codes` turns codes into the generation
+    embeddings that condition a Stable Diffusion v1.4 UNet in place of CLIP text embeddings.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from seed_hf import SeedVisionTokenizer, SeedVisionTokenizerConfig
+    >>> config = SeedVisionTokenizerConfig(
+    ...     vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+    ...     qformer_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    ...     decoder_num_blocks=1, reverse_qformer_num_hidden_layers=1, codebook_size=64, codebook_dim=8,
+    ... )
+    >>> model = SeedVisionTokenizer(config).eval()
+    >>> codes = model.encode(torch.randn(2, 3, 224, 224))
+    >>> codes.shape, model.embed_codes(codes).shape
+    (torch.Size([2, 32]), torch.Size([2, 77, 768]))
+    ```
+    """
+
+    def __init__(self, config: SeedVisionTokenizerConfig):
+        super().__init__(config)
+        self.vision_model = Blip2VisionModel(config.vision_config)
+        self.vision_model.post_layernorm.eps = config.vision_ln_eps
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.qformer = Blip2QFormerModel(config.qformer_config)
+        self.quantizer = SeedVectorQuantizer(config)
+        self.decoder = SeedCodeDecoder(config)
+        self.post_init()
+
+    def set_attn_implementation(self, attn_implementation, **kwargs):
+        super().set_attn_implementation(attn_implementation, **kwargs)
+        # The decoder blocks are plain modules built from a derived config: keep it in step.
+        for layer in self.decoder.blocks.layers:
+            layer.self_attn.config._attn_implementation = self.config._attn_implementation
+
+    def _check_pixel_values(self, pixel_values):
+        vision = self.config.vision_config
+        expected = f"(batch_size, 3, {vision.image_size}, {vision.image_size})"
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(
+                f"pixel_values must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}"
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a floating-point tensor, got dtype {pixel_values.dtype}")
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
+            3,
+            vision.image_size,
+            vision.image_size,
+        ):
+            raise ValueError(
+                f"pixel_values must have shape {expected} (use SeedImageProcessor), got {tuple(pixel_values.shape)}"
+            )
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or infinite values")
+
+    def _check_codes(self, codes):
+        expected = f"(batch_size, {self.config.num_query_tokens}) with values in [0, {self.config.codebook_size})"
+        if not isinstance(codes, torch.Tensor):
+            raise ValueError(f"codes must be a torch.LongTensor of shape {expected}, got {type(codes).__name__}")
+        if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"codes must be an integer tensor of shape {expected}, got dtype {codes.dtype}")
+        if codes.ndim != 2 or codes.shape[1] != self.config.num_query_tokens:
+            raise ValueError(f"codes must have shape {expected}, got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise ValueError(
+                f"codes must be in [0, {self.config.codebook_size}), got values from {codes.min().item()} "
+                f"to {codes.max().item()}"
+            )
+
+    def _causal_query_mask(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Additive mask letting query i attend to queries 0..i (0 = attend, dtype min = blocked)."""
+        num_queries = self.config.num_query_tokens
+        blocked = torch.ones(num_queries, num_queries, dtype=torch.bool, device=device).triu(1)
+        mask = torch.zeros(num_queries, num_queries, dtype=dtype, device=device)
+        mask = mask.masked_fill(blocked, torch.finfo(dtype).min)
+        return mask.expand(batch_size, 1, num_queries, num_queries)
+
+    def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
+        self._check_pixel_values(pixel_values)
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        batch_size = image_embeds.shape[0]
+        query_output = self.qformer(
+            query_embeds=self.query_tokens.expand(batch_size, -1, -1),
+            attention_mask=self._causal_query_mask(batch_size, image_embeds.dtype, image_embeds.device),
+            encoder_hidden_states=image_embeds,
+        ).last_hidden_state
+        return image_embeds, query_output, self.quantizer(query_output)
+
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.FloatTensor) -> torch.LongTensor:
+        r"""
+        Tokenize images; runs only the encoder side.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                Images prepared by [`SeedImageProcessor`].
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size, num_query_tokens)`: the codes.
+        """
+        return self._encode(pixel_values)[2]
+
+    def lookup_codes(self, codes: torch.LongTensor) -> torch.FloatTensor:
+        """Codebook vectors of `codes`, shape `(batch_size, num_query_tokens, codebook_dim)`."""
+        self._check_codes(codes)
+        return self.quantizer.codebook(codes.to(device=self.device, dtype=torch.long))
+
+    @torch.no_grad()
+    def embed_codes(self, codes: torch.LongTensor) -> torch.FloatTensor:
+        r"""
+        Turn codes into generation embeddings, without any image.
+
+        Args:
+            codes (`torch.LongTensor` of shape `(batch_size, num_query_tokens)`):
+                Codes in `[0, codebook_size)`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, num_reverse_tokens, generation_embed_dim)`.
+        """
+        return self.decoder(self.lookup_codes(codes))
+
+    def forward(self, pixel_values: torch.FloatTensor, **kwargs) -> SeedVisionTokenizerOutput:
+        r"""
+        Tokenize images and decode their codes into generation embeddings.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                Images prepared by [`SeedImageProcessor`].
+        """
+        image_embeds, query_output, codes = self._encode(pixel_values)
+        quantized = self.quantizer.codebook(codes)
+        return SeedVisionTokenizerOutput(
+            codes=codes,
+            quantized=quantized,
+            generation_embeds=self.decoder(quantized),
+            image_embeds=image_embeds,
+            causal_query_output=query_output,
+        )
+
+
+__all__ = ["SeedPreTrainedModel", "SeedVisionTokenizer", "SeedVisionTokenizerOutput"]
