@@ -1,0 +1,208 @@
+"""Behaviour of SeedVisionTokenizer on tiny random models."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from seed_hf import SeedImageProcessor, SeedVisionTokenizer, SeedVisionTokenizerConfig
+
+from conftest import tiny_config, tiny_tokenizer
+
+
+class SeedVisionTokenizerTester:
+    """Builds a tiny seeded model and matching inputs."""
+
+    batch_size = 3
+
+    def __init__(self, attn_implementation="sdpa"):
+        self.model = tiny_tokenizer()
+        self.model.set_attn_implementation(attn_implementation)
+        self.config = self.model.config
+        size = self.config.vision_config.image_size
+        self.pixel_values = torch.randn(self.batch_size, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(params=["eager", "sdpa"])
+def tester(request):
+    return SeedVisionTokenizerTester(request.param)
+
+
+def test_output_shapes(tester):
+    config = tester.config
+    with torch.no_grad():
+        outputs = tester.model(tester.pixel_values)
+    batch, queries = tester.batch_size, config.num_query_tokens
+    assert outputs.codes.shape == (batch, queries) and outputs.codes.dtype == torch.long
+    assert outputs.quantized.shape == (batch, queries, config.codebook_dim)
+    assert outputs.generation_embeds.shape == (batch, config.num_reverse_tokens, config.generation_embed_dim)
+    assert outputs.image_embeds.shape == (batch, 5, config.vision_config.hidden_size)
+    assert outputs.causal_query_output.shape == (batch, queries, config.qformer_config.hidden_size)
+    assert torch.equal(outputs.quantized, tester.model.quantizer.codebook.weight[outputs.codes])
+    assert outputs.codes.unique().numel() > 4, "codes of different queries and images should differ"
+
+
+def test_encode_and_embed_codes_agree_with_forward(tester):
+    with torch.no_grad():
+        outputs = tester.model(tester.pixel_values)
+    assert torch.equal(tester.model.encode(tester.pixel_values), outputs.codes)
+    torch.testing.assert_close(tester.model.embed_codes(outputs.codes), outputs.generation_embeds)
+
+
+def test_codes_are_the_nearest_codebook_entries(tester):
+    with torch.no_grad():
+        outputs = tester.model(tester.pixel_values)
+        projected = tester.model.quantizer.encode_task_layer(outputs.causal_query_output)
+    distances = torch.cdist(projected, tester.model.quantizer.codebook.weight.expand(tester.batch_size, -1, -1))
+    assert torch.equal(distances.argmin(-1), outputs.codes)
+
+
+def test_batch_results_equal_one_at_a_time(tester):
+    with torch.no_grad():
+        batched = tester.model(tester.pixel_values)
+        for row in range(tester.batch_size):
+            single = tester.model(tester.pixel_values[row : row + 1])
+            assert torch.equal(single.codes, batched.codes[row : row + 1])
+            torch.testing.assert_close(single.generation_embeds, batched.generation_embeds[row : row + 1])
+
+
+def test_eager_and_sdpa_agree():
+    eager, sdpa = SeedVisionTokenizerTester("eager"), SeedVisionTokenizerTester("sdpa")
+    assert eager.model.decoder.blocks.layers[0].self_attn.config._attn_implementation == "eager"
+    assert sdpa.model.decoder.reverse_qformer.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        first, second = eager.model(eager.pixel_values), sdpa.model(sdpa.pixel_values)
+    assert torch.equal(first.codes, second.codes)
+    torch.testing.assert_close(first.generation_embeds, second.generation_embeds, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("query", [0, 7, 31])
+def test_queries_are_causal(tester, query):
+    """Changing query j never changes the outputs of queries before j, but does change query j itself."""
+    model = tester.model
+    with torch.no_grad():
+        before = model(tester.pixel_values)
+        model.query_tokens[:, query] += 3.0
+        after = model(tester.pixel_values)
+    assert torch.equal(after.codes[:, :query], before.codes[:, :query])
+    assert torch.equal(after.causal_query_output[:, :query], before.causal_query_output[:, :query])
+    assert not torch.allclose(after.causal_query_output[:, query], before.causal_query_output[:, query])
+
+
+def test_reverse_qformer_is_bidirectional(tokenizer_model):
+    """Every generation-embedding token depends on the last code (no causal mask on the decoder side)."""
+    codes = torch.zeros(1, tokenizer_model.config.num_query_tokens, dtype=torch.long)
+    changed = codes.clone()
+    changed[0, -1] = 1
+    first, second = tokenizer_model.embed_codes(codes), tokenizer_model.embed_codes(changed)
+    assert ((first - second).abs().amax(-1) > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision(tester, dtype):
+    model = copy.deepcopy(tester.model).to(dtype)
+    with torch.no_grad():
+        outputs = model(tester.pixel_values)
+        reference = tester.model(tester.pixel_values)
+    assert outputs.generation_embeds.dtype == dtype
+    assert (outputs.codes == reference.codes).float().mean() > 0.7
+    assert torch.isfinite(outputs.generation_embeds).all()
+
+
+def test_save_and_load_round_trip_through_auto_classes(tokenizer_model, tmp_path):
+    tokenizer_model.save_pretrained(tmp_path)
+    SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), SeedVisionTokenizerConfig)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, SeedVisionTokenizer) and isinstance(processor, SeedImageProcessor)
+    for name, tensor in tokenizer_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    pixel_values = processor(torch.rand(2, 3, 40, 30), return_tensors="pt").pixel_values
+    assert pixel_values.shape == (2, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(pixel_values).generation_embeds, tokenizer_model(pixel_values).generation_embeds, atol=0, rtol=0
+        )
+
+
+def test_device_map_auto_loads(tokenizer_model, tmp_path):
+    tokenizer_model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, device_map="auto")
+    pixel_values = torch.randn(1, 3, 28, 28)
+    assert torch.equal(loaded.encode(pixel_values), tokenizer_model.encode(pixel_values))
+
+
+def test_released_size_defaults():
+    config = SeedVisionTokenizerConfig()
+    vision, qformer = config.vision_config, config.qformer_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.intermediate_size) == (
+        1408,
+        39,
+        16,
+        6144,
+    )
+    assert (
+        qformer.hidden_size,
+        qformer.num_hidden_layers,
+        qformer.intermediate_size,
+        qformer.encoder_hidden_size,
+    ) == (
+        768,
+        12,
+        3072,
+        1408,
+    )
+    assert (config.num_query_tokens, config.codebook_size, config.num_reverse_tokens) == (32, 8192, 77)
+    assert qformer.hidden_dropout_prob == 0.0 and qformer.attention_probs_dropout_prob == 0.0
+
+
+def test_codes_are_deterministic_in_train_mode(tokenizer_model):
+    pixel_values = torch.randn(2, 3, 28, 28)
+    expected = tokenizer_model.encode(pixel_values)
+    assert torch.equal(tokenizer_model.train().encode(pixel_values), expected)
+
+
+@pytest.mark.parametrize(
+    "pixel_values, message",
+    [
+        (torch.randn(3, 28, 28), r"shape \(batch_size, 3, 28, 28\)"),
+        (torch.randn(1, 1, 28, 28), r"shape \(batch_size, 3, 28, 28\)"),
+        (torch.randn(1, 3, 32, 32), r"got \(1, 3, 32, 32\)"),
+        (torch.full((1, 3, 28, 28), float("nan")), "NaN"),
+        (torch.full((1, 3, 28, 28), float("inf")), "infinite"),
+        (torch.zeros(1, 3, 28, 28, dtype=torch.long), "floating-point"),
+        ([[0.0]], "torch.Tensor"),
+    ],
+)
+def test_bad_pixel_values(tokenizer_model, pixel_values, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer_model.encode(pixel_values)
+    with pytest.raises(ValueError, match=message):
+        tokenizer_model(pixel_values)
+
+
+@pytest.mark.parametrize(
+    "codes, message",
+    [
+        (torch.full((1, 32), 64), r"\[0, 64\)"),
+        (torch.full((1, 32), -1), r"\[0, 64\)"),
+        (torch.zeros(1, 31, dtype=torch.long), r"\(batch_size, 32\)"),
+        (torch.zeros(32, dtype=torch.long), r"\(batch_size, 32\)"),
+        (torch.zeros(1, 32), "integer"),
+        ([[0] * 32], "torch.LongTensor"),
+    ],
+)
+def test_bad_codes(tokenizer_model, codes, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer_model.embed_codes(codes)
+
+
+def test_tiny_config_matches_shipped_json():
+    from conftest import REPO_ROOT
+
+    shipped = SeedVisionTokenizerConfig.from_json_file(REPO_ROOT / "configuration" / "seed_tokenizer_tiny.json")
+    assert shipped.to_diff_dict() == tiny_config().to_diff_dict()
+    released = SeedVisionTokenizerConfig.from_json_file(REPO_ROOT / "configuration" / "seed_tokenizer_v1.json")
+    assert released.to_diff_dict() == SeedVisionTokenizerConfig().to_diff_dict()
