@@ -3,8 +3,6 @@
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from safetensors.torch import load_file
 from .configuration_seed import SeedVisionTokenizerConfig
 from .image_processing_seed import SeedImageProcessor
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
+from .utils import atomic_output_dir, check_output_dir
 
 ORIGINAL_FILES = ("eva_vit_g.pth", "causal_qformer.pth", "seed_tokenizer.pth")
 
@@ -239,9 +238,7 @@ def convert_original_checkpoint(
     `model.safetensors`, `preprocessor_config.json`). The folder is written under a temporary name and renamed
     into place only when complete. Returns the skipped (training-only) keys.
     """
-    original_dir, output_dir = Path(original_dir), Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    original_dir, output_dir = Path(original_dir), check_output_dir(output_dir, overwrite)
     config = config or SeedVisionTokenizerConfig()
 
     names = [name for name in ORIGINAL_FILES if not (vision_from and name == "eva_vit_g.pth")]
@@ -263,21 +260,10 @@ def convert_original_checkpoint(
     check_against_model(converted, model)
     model.load_state_dict({name: t.to(dtype) for name, t in converted.items()}, assign=True)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_output_dir(output_dir, overwrite) as staging:
         model.save_pretrained(staging)
-        SeedImageProcessor(
-            size={
-                "height": config.vision_config.image_size,
-                "width": config.vision_config.image_size,
-            }
-        ).save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        size = config.vision_config.image_size
+        SeedImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
     return skipped
 
 

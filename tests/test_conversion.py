@@ -76,11 +76,22 @@ def test_image_processor_matches_original_preprocessing(converted):
 
 
 @needs_parity
-def test_converted_folder_holds_only_safetensors_and_json(converted):
+def test_converted_folder_holds_only_safetensors_json_and_code(converted):
     _, output, _ = converted
-    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    files = sorted(p.name for p in output.iterdir())
+    assert [name for name in files if not name.endswith(".py")] == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
+    # the code that lets the folder load with trust_remote_code=True where seed_hf is not installed
+    assert {"configuration_seed.py", "modeling_seed_vision_tokenizer.py", "image_processing_seed.py"} <= set(files)
+    assert json.loads((output / "config.json").read_text())["auto_map"]["AutoModel"] == (
+        "modeling_seed_vision_tokenizer.SeedVisionTokenizer"
+    )
 
 
+@needs_parity
 def test_released_size_keys_map_onto_default_config():
     """Every key and shape of the real release fits the default config, proven without allocating memory."""
     keys_file = (PARITY_ROOT or Path()) / "original_full_size_keys.json"
