@@ -1,0 +1,193 @@
+"""Processor for SEED-OPT: text with `<image>` placeholders and images (or their SEED codes) -> model inputs."""
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+
+class SeedProcessor(ProcessorMixin):
+    r"""
+    Turns interleaved text and images into SEED-OPT inputs, following transformers' multimodal convention (Chameleon,
+    Emu3): each `<image>` in the text becomes the block `<img>` + `image_seq_length` x `<image>` + `</img>`, and
+    `pixel_values` are returned alongside; the model encodes them into SEED codes and writes the code ids into the
+    placeholder slots. Images that are already codes are passed as `codes=` instead: the processor then writes the
+    code ids into the slots itself and returns no `pixel_values`.
+
+    Args:
+        image_processor ([`SeedImageProcessor`]):
+            Prepares the images for the SEED vision tokenizer.
+        tokenizer ([`SeedOPTTokenizer`]):
+            The OPT tokenizer with the SEED image tokens; it defines the block tokens and `image_seq_length`.
+        chat_template (`str`, *optional*):
+            A Jinja template for chat prompts.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoProcessor
+    >>> import seed_hf  # registers SeedProcessor
+    >>> processor = AutoProcessor.from_pretrained("seed-opt")  # doctest: +SKIP
+    >>> inputs = processor(text=["<image>A photo of", "<image>A drawing of"], images=[cat, dog], padding=True,
+    ...                    padding_side="left", return_tensors="pt")  # doctest: +SKIP
+    >>> sorted(inputs.keys())  # doctest: +SKIP
+    ['attention_mask', 'input_ids', 'pixel_values']
+    >>> processor.batch_decode(inputs.input_ids, skip_special_tokens=True)  # doctest: +SKIP
+    ['A photo of', 'A drawing of']
+    ```
+    """
+
+    def __init__(self, image_processor, tokenizer, chat_template=None):
+        if getattr(tokenizer, "image_token_start_id", None) is None:
+            raise ValueError(
+                f"SeedProcessor needs a tokenizer with SEED image tokens (a built SeedOPTTokenizer), got "
+                f"{type(tokenizer).__name__} without `image_token_start_id`"
+            )
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.image_token = tokenizer.image_token
+        self.image_token_id = tokenizer.image_token_id
+        self.boi_token = tokenizer.boi_token
+        self.eoi_token = tokenizer.eoi_token
+        self.image_seq_length = tokenizer.image_seq_length
+        start = tokenizer.image_token_start_id
+        # Every id of an image block, for `return_mm_token_type_ids`.
+        self.image_token_ids = [
+            self.image_token_id,
+            tokenizer.boi_token_id,
+            tokenizer.eoi_token_id,
+            *range(start, start + tokenizer.num_image_tokens),
+        ]
+
+    def __call__(self, images=None, text=None, codes=None, **kwargs) -> BatchFeature:
+        r"""
+        Args:
+            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them, *optional*):
+                One image per `<image>` in `text`, in reading order across the batch.
+            text (`str` or `list[str]`, *optional*):
+                The prompts; `<image>` marks where each image goes.
+            codes (`torch.Tensor`, `np.ndarray` or `list[list[int]]` of shape `(num_images, image_seq_length)`, *optional*):
+                SEED codes of the images, in place of `images`, one row per `<image>` in reading order.
+            kwargs (*optional*):
+                Tokenizer and image-processor options, e.g. `padding=True`, `padding_side="left"` (for generation),
+                `truncation`, `max_length`, `return_tensors="pt"`.
+
+        Returns:
+            [`BatchFeature`]: `input_ids` and `attention_mask` (with `text`), and `pixel_values` (with `images`).
+
+        Raises:
+            `ValueError`: when the number of images or code rows differs from the number of `<image>` placeholders,
+            when codes are out of range or of the wrong length, or when truncation cuts an image block.
+        """
+        if codes is None:
+            return super().__call__(images=images, text=text, **kwargs)
+        if images is not None:
+            raise ValueError("Pass either `images` or their `codes`, not both")
+        if text is None:
+            raise ValueError("`codes` fill the <image> placeholders of `text`: pass `text` too")
+        return self._call_with_codes(text, codes, **kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.boi_token + self.image_token * self.image_seq_length + self.eoi_token
+
+    def _call_with_codes(self, text, codes, **kwargs) -> BatchFeature:
+        text = [text] if isinstance(text, str) else list(text)
+        if not all(isinstance(sample, str) for sample in text):
+            raise ValueError("`text` must be a string or a list of strings")
+        num_images = sum(sample.count(self.image_token) for sample in text)
+        code_ids = torch.as_tensor(self.tokenizer.codes_to_ids(codes)).cpu()
+        if code_ids.ndim != 2 or code_ids.shape[1] != self.image_seq_length:
+            raise ValueError(
+                f"Expected codes of shape (num_images, {self.image_seq_length}), got {tuple(code_ids.shape)}"
+            )
+        if len(code_ids) != num_images:
+            raise ValueError(
+                f"The total number of {self.image_token} tokens in the prompts should be the same as the number of "
+                f"code rows passed. Found total {num_images} {self.image_token} tokens and {len(code_ids)} code rows."
+            )
+
+        merged_kwargs = self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs = merged_kwargs["text_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None)
+        return_mm_token_type_ids = text_kwargs.pop(
+            "return_mm_token_type_ids", merged_kwargs["return_mm_token_type_ids"]
+        )
+        if text_kwargs.pop("return_text_replacement_offsets", merged_kwargs["return_text_replacement_offsets"]):
+            raise ValueError("`return_text_replacement_offsets` is not supported together with `codes`")
+
+        blocks = [self.replace_image_token({}, index) for index in range(num_images)]
+        text, _ = self.get_text_with_replacements(text, images_replacements=blocks)
+        text_inputs = self.tokenizer(text, **text_kwargs)
+        self._check_special_mm_tokens(text, text_inputs, modalities=["image"])
+
+        # Placeholders appear in reading order, as the code rows do: fill them one sequence at a time.
+        flat_code_ids = code_ids.flatten().numpy()
+        filled, offset = [], 0
+        for ids in text_inputs["input_ids"]:
+            ids = np.array(ids, dtype=np.int64)
+            slots = ids == self.image_token_id
+            count = int(slots.sum())
+            ids[slots] = flat_code_ids[offset : offset + count]
+            offset += count
+            filled.append(ids.tolist())
+        text_inputs["input_ids"] = filled
+        if return_mm_token_type_ids:
+            text_inputs["mm_token_type_ids"] = self.create_mm_token_type_ids(filled)
+        return BatchFeature(data=dict(text_inputs), tensor_type=return_tensors)
+
+    def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]) -> None:
+        """
+        Check that every `<image>`, `<img>` and `</img>` of the expanded text survived tokenization: truncation that
+        cuts an image block would otherwise hand the model a partial image.
+        """
+        if "image" not in modalities:
+            return
+        input_ids = text_inputs["input_ids"]
+        input_ids = input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids
+        for token in (self.image_token, self.boi_token, self.eoi_token):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            for index, (sample, ids) in enumerate(zip(text, input_ids)):
+                in_text, in_ids = sample.count(token), list(ids).count(token_id)
+                if in_text != in_ids:
+                    raise ValueError(
+                        f"Truncation cut an image block in sample {index}: its text has {in_text} {token} tokens but "
+                        f"its input_ids keep {in_ids}. Disable truncation or raise `max_length`."
+                    )
+
+    def _image_marker(self, skip_special_tokens: bool, image_marker: str | None) -> str:
+        """By default a block disappears with the other special tokens, or is written back as one `<image>`."""
+        if image_marker is not None:
+            return image_marker
+        return "" if skip_special_tokens else self.image_token
+
+    def decode(self, token_ids, skip_special_tokens: bool = False, image_marker: str | None = None, **kwargs):
+        """
+        Decode with [`SeedOPTTokenizer`]; each image block (`<img>` ... `</img>`) becomes `image_marker`, by default
+        nothing when `skip_special_tokens`, else `<image>` (so the text can be processed again with the same images).
+        """
+        marker = self._image_marker(skip_special_tokens, image_marker)
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, image_marker=marker, **kwargs)
+
+    def batch_decode(
+        self, sequences, skip_special_tokens: bool = False, image_marker: str | None = None, **kwargs
+    ) -> list[str]:
+        """[`~SeedProcessor.decode`] for a batch of sequences."""
+        marker = self._image_marker(skip_special_tokens, image_marker)
+        return self.tokenizer.batch_decode(
+            sequences, skip_special_tokens=skip_special_tokens, image_marker=marker, **kwargs
+        )
+
+    def post_process_image_text_to_text(
+        self, generated_outputs, skip_special_tokens: bool = True, image_marker: str | None = None, **kwargs
+    ):
+        """The text of `generate` outputs (what the "image-text-to-text" pipeline shows), image blocks rendered by
+        [`~SeedProcessor.decode`]."""
+        return self.decode(
+            generated_outputs, skip_special_tokens=skip_special_tokens, image_marker=image_marker, **kwargs
+        )
+
+    def ids_to_codes(self, ids):
+        """The codes of each image block in token ids (e.g. generated ones): see [`SeedOPTTokenizer.ids_to_codes`]."""
+        return self.tokenizer.ids_to_codes(ids)
+
+
+__all__ = ["SeedProcessor"]
