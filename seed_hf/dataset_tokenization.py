@@ -1,0 +1,654 @@
+"""
+Tokenize whole datasets with the SEED visual tokenizer.
+
+- [`tokenize_dataset`] adds a `codes` column to a 🤗 `Dataset` with `Dataset.map(batched=True)`, so the result is
+  fingerprinted and cached like any other map.
+- [`tokenize_to_disk`] is the engine of `seed-hf tokenize`: it cuts the input into fixed shards, lets every process of
+  a distributed launch (accelerate, torchrun) tokenize its own shards, writes each shard under a temporary name and
+  renames it, records it in a manifest so that a restart skips it, and finally merges the shards in order into a
+  dataset saved with `save_to_disk`. An image that cannot be read is skipped, listed with the reason and counted;
+  it never stops the run.
+"""
+
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pyarrow as pa
+import torch
+import xxhash
+from accelerate import PartialState
+from datasets import (
+    Dataset,
+    DatasetDict,
+    Features,
+    List,
+    Value,
+    concatenate_datasets,
+    load_dataset,
+    load_from_disk,
+)
+from datasets import Image as ImageFeature
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
+
+ROW_ID_COLUMN = "row_id"
+CODES_COLUMN = "codes"
+ERRORS_FILE = "errors.jsonl"
+SUMMARY_FILE = "tokenize_summary.json"
+# Files `load_dataset` reads by extension when INPUT is a single local file.
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
+# Bump when the output layout changes, so that old partial runs and cached maps are not reused.
+FORMAT_VERSION = 1
+
+
+def codes_feature(config) -> List:
+    """The `codes` feature: `num_query_tokens` integers of the smallest type that holds every codebook index."""
+    dtype = "int16" if config.codebook_size <= np.iinfo(np.int16).max + 1 else "int32"
+    return List(Value(dtype), length=config.num_query_tokens)
+
+
+def model_fingerprint(model) -> str:
+    """A digest of all that decides the codes: config, dtype, attention implementation, device and weights."""
+    digest = xxhash.xxh3_128()  # hashes the 4 GiB of released float32 weights in well under a second
+    for setting in (model.config.to_json_string(), model.dtype, model.config._attn_implementation, model.device.type):
+        digest.update(str(setting).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().reshape(-1).cpu().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def load_image(value, base_dir: str | os.PathLike | None = None):
+    """
+    One image cell -> something [`SeedImageProcessor`] accepts, fully decoded so that a truncated file fails here.
+
+    Args:
+        value: a PIL image; a path (`str` or `PathLike`, relative ones resolved against `base_dir`); the
+            `{"bytes", "path"}` dict of an undecoded `datasets.Image` column; or a NumPy array / torch tensor.
+        base_dir (`str` or `PathLike`, *optional*):
+            Folder that relative paths are relative to; the current directory when `None`.
+    """
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            value = io.BytesIO(value["bytes"])
+        elif value.get("path"):
+            value = value["path"]
+        else:
+            raise ValueError("Expected an image cell with bytes or a path, got neither")
+    if isinstance(value, (str, os.PathLike)):
+        value = Path(base_dir or "", value)
+    if isinstance(value, (Path, io.BytesIO)):
+        with PIL.Image.open(value) as image:
+            image.load()
+            return image
+    if isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor)):
+        return value
+    raise ValueError(
+        f"Expected an image (PIL image, path, datasets image cell, array or tensor), got {type(value).__name__}"
+    )
+
+
+def prepare_image(value, image_processor, base_dir=None) -> tuple[torch.Tensor | None, str | None]:
+    """
+    `(pixel_values of shape (3, H, W), None)` for a readable image, `(None, reason)` for one that is not (missing,
+    truncated, not an image, wrong shape...): a batch job reports a bad item and goes on.
+    """
+    try:
+        return image_processor(load_image(value, base_dir), return_tensors="pt").pixel_values[0], None
+    except Exception as error:  # any failure to read one item, whatever the decoder raises, is that item's failure
+        return None, f"{type(error).__name__}: {error}"
+
+
+def encode_prepared(model, prepared: list[tuple[torch.Tensor | None, str | None]], dtype) -> list[np.ndarray | None]:
+    """Codes of each prepared item in one `model.encode` call; `None` where the item failed to prepare."""
+    readable = [position for position, (pixel_values, _) in enumerate(prepared) if pixel_values is not None]
+    codes = [None] * len(prepared)
+    if readable:
+        encoded = model.encode(torch.stack([prepared[position][0] for position in readable])).cpu().numpy()
+        for position, row in zip(readable, encoded.astype(dtype)):
+            codes[position] = row
+    return codes
+
+
+def _tokenize_batch(images, indices, model, image_processor, codes_column, error_column, dtype):
+    prepared = [prepare_image(value, image_processor) for value in images]
+    if error_column is None:
+        for index, (_, reason) in zip(indices, prepared):
+            if reason is not None:
+                raise ValueError(f"Could not read the image of row {index}: {reason} (pass error_column to skip it)")
+    batch = {codes_column: encode_prepared(model, prepared, dtype)}
+    if error_column is not None:
+        batch[error_column] = [reason for _, reason in prepared]
+    return batch
+
+
+def tokenize_dataset(
+    dataset: Dataset | DatasetDict,
+    model,
+    image_processor,
+    batch_size: int = 8,
+    image_column: str = "image",
+    codes_column: str = CODES_COLUMN,
+    error_column: str | None = "error",
+    **map_kwargs,
+) -> Dataset | DatasetDict:
+    r"""
+    Add the SEED codes of every image to a dataset, with `Dataset.map(batched=True)`.
+
+    The map writes only the new columns (its cache file holds no second copy of the images) and is fingerprinted from
+    the dataset's fingerprint, [`model_fingerprint`], the image processor and the arguments, so calling it again on the
+    same data with the same model loads the cached result instead of tokenizing again.
+
+    Args:
+        dataset (`Dataset` or `DatasetDict`):
+            The images; a `DatasetDict` is tokenized split by split.
+        model ([`SeedVisionTokenizer`]):
+            The tokenizer, already on its device and in its dtype.
+        image_processor ([`SeedImageProcessor`]):
+            Its image processor.
+        batch_size (`int`, *optional*, defaults to 8):
+            Images per `model.encode` call.
+        image_column (`str`, *optional*, defaults to `"image"`):
+            Column of images: a `datasets.Image` feature, paths, or arrays.
+        codes_column (`str`, *optional*, defaults to `"codes"`):
+            Name of the new column of `num_query_tokens` codes.
+        error_column (`str`, *optional*, defaults to `"error"`):
+            Name of the new column that says why an image could not be read (its codes are then `None`); `None`
+            when the images are already valid, to raise on the first unreadable image instead.
+        map_kwargs:
+            Passed to `Dataset.map` (`num_proc`, `keep_in_memory`, `cache_file_name`, `load_from_cache_file`...).
+
+    Returns:
+        `Dataset` or `DatasetDict`: the input with the new columns added.
+
+    Example:
+
+    ```python
+    >>> from datasets import load_dataset
+    >>> from transformers import AutoImageProcessor, AutoModel
+    >>> from seed_hf.dataset_tokenization import tokenize_dataset
+    >>> model = AutoModel.from_pretrained("seed-tokenizer-v1")
+    >>> processor = AutoImageProcessor.from_pretrained("seed-tokenizer-v1")
+    >>> dataset = tokenize_dataset(load_dataset("imagefolder", data_dir="photos", split="train"), model, processor)
+    >>> dataset.filter(lambda error: error is None, input_columns="error")["codes"][0]  # 32 codes
+    ```
+    """
+    if isinstance(dataset, DatasetDict):
+        return DatasetDict(
+            {
+                split: tokenize_dataset(
+                    part, model, image_processor, batch_size, image_column, codes_column, error_column, **map_kwargs
+                )
+                for split, part in dataset.items()
+            }
+        )
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"Expected a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+    if image_column not in dataset.column_names:
+        raise ValueError(f"No image column {image_column!r}: the dataset has {dataset.column_names}")
+    for name in (codes_column, error_column):
+        if name in dataset.column_names:
+            raise ValueError(f"The dataset already has a column {name!r}; choose another name")
+
+    features = Features({codes_column: codes_feature(model.config)})
+    if error_column is not None:
+        features[error_column] = Value("string")
+    inputs = dataset.select_columns([image_column])
+    if isinstance(inputs.features[image_column], ImageFeature):
+        # Decode in `prepare_image`, where a broken file becomes that row's error instead of stopping the map.
+        inputs = inputs.cast_column(image_column, ImageFeature(decode=False))
+    fingerprint = Hasher.hash(
+        [
+            "seed_hf.tokenize_dataset",
+            FORMAT_VERSION,
+            dataset._fingerprint,
+            model_fingerprint(model),
+            image_processor.to_json_string(),
+            batch_size,
+            image_column,
+            codes_column,
+            error_column,
+        ]
+    )
+    codes = inputs.map(
+        _tokenize_batch,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        input_columns=[image_column],
+        remove_columns=[image_column],
+        features=features,
+        fn_kwargs=dict(
+            model=model,
+            image_processor=image_processor,
+            codes_column=codes_column,
+            error_column=error_column,
+            dtype=features[codes_column].feature.dtype,
+        ),
+        new_fingerprint=fingerprint,
+        **{"desc": "Tokenizing images", **map_kwargs},
+    )
+    return concatenate_datasets([dataset, codes], axis=1)
+
+
+@dataclass
+class ImageSource:
+    """
+    What [`tokenize_to_disk`] reads: one row per image, in a fixed order.
+
+    Args:
+        description (`str`):
+            What the input is; recorded with a partial run, which refuses to resume on a different input.
+        row_ids (`list[str]` or `list[int]`):
+            The stable id of each row: the path for files, the row index for datasets.
+        images (`Sequence`):
+            What [`load_image`] reads for each row (a path, an undecoded `datasets.Image` cell, an array...).
+        base_dir (`Path`, *optional*):
+            Folder that relative image paths are relative to.
+        texts (`Dataset`, *optional*):
+            Columns carried over to the output unchanged (captions...), one row per image.
+    """
+
+    description: str
+    row_ids: list[str] | list[int]
+    images: Sequence
+    base_dir: Path | None = None
+    texts: Dataset | None = None
+
+    def features(self, model_config) -> Features:
+        features = Features({ROW_ID_COLUMN: Value("string" if isinstance(self.row_ids[0], str) else "int64")})
+        features[CODES_COLUMN] = codes_feature(model_config)
+        if self.texts is not None:
+            features.update(self.texts.features)
+        return features
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def image_source(
+    input_path: str,
+    split: str | None = None,
+    image_column: str = "image",
+    text_columns: Sequence[str] = (),
+) -> ImageSource:
+    """
+    The rows of INPUT: an image folder (every file below it except hidden ones, sorted, id = relative path), a `.txt`
+    file list (one path per line, relative to the list's folder; id = the line), a dataset saved with
+    `save_to_disk`, a `.parquet` / `.csv` / `.json(l)` / `.arrow` file, or a Hub dataset id (id = row index).
+    """
+    path = Path(input_path)
+    if path.is_dir() and not is_saved_dataset(path):
+        if text_columns:
+            raise ValueError(f"{input_path} is an image folder, which has no text columns to carry over")
+        files = sorted(
+            file.relative_to(path).as_posix()
+            for file in path.rglob("*")
+            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        )
+        return _file_source(f"image folder {path.resolve()}", files, path)
+    if path.is_file() and path.suffix == ".txt":
+        if text_columns:
+            raise ValueError(f"{input_path} is a file list, which has no text columns to carry over")
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        return _file_source(f"file list {path.resolve()}", [line for line in lines if line], path.parent)
+
+    dataset, split = load_input_dataset(input_path, split)
+    missing = [name for name in (image_column, *text_columns) if name not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{input_path} has no column {missing}; its columns are {dataset.column_names}")
+    if len(dataset) == 0:
+        raise ValueError(f"{input_path} has no rows")
+    images = dataset.select_columns([image_column])
+    if isinstance(images.features[image_column], ImageFeature):
+        images = images.cast_column(image_column, ImageFeature(decode=False))
+    return ImageSource(
+        description=f"dataset {input_path} split {split} column {image_column} ({dataset._fingerprint})",
+        row_ids=list(range(len(dataset))),
+        images=images[image_column],
+        base_dir=path.parent if path.is_file() else None,
+        texts=dataset.select_columns(list(text_columns)) if text_columns else None,
+    )
+
+
+def load_input_dataset(input_path: str, split: str | None = None) -> tuple[Dataset, str]:
+    """
+    One split of a dataset named on a command line, and the split's name: a folder written by `save_to_disk`, a local
+    `.parquet` / `.csv` / `.json(l)` / `.arrow` file, or a Hub dataset id. `split` may be left out when there is one.
+    """
+    path = Path(input_path)
+    if path.is_dir() and is_saved_dataset(path):
+        dataset = load_from_disk(str(path))
+    elif path.is_file() and path.suffix in DATA_FILE_BUILDERS:
+        dataset = load_dataset(DATA_FILE_BUILDERS[path.suffix], data_files=str(path))
+    elif path.exists() or input_path.startswith((".", "/", "~")) or input_path.count("/") > 1:
+        raise ValueError(
+            f"Cannot read {input_path}: expected a dataset saved with save_to_disk, a {'/'.join(DATA_FILE_BUILDERS)} "
+            "file, or a Hub dataset id"
+        )
+    else:
+        dataset = load_dataset(input_path)
+    if not isinstance(dataset, DatasetDict):
+        return dataset, split
+    if split is None and len(dataset) > 1:
+        raise ValueError(f"{input_path} has several splits {list(dataset)}: choose one with --split")
+    if split is not None and split not in dataset:
+        raise ValueError(f"{input_path} has no split {split!r}, only {list(dataset)}")
+    split = split or next(iter(dataset))
+    return dataset[split], split
+
+
+def _file_source(description: str, entries: list[str], base_dir: Path) -> ImageSource:
+    if not entries:
+        raise ValueError(f"No images to tokenize in the {description}")
+    return ImageSource(description=description, row_ids=entries, images=entries, base_dir=base_dir)
+
+
+@dataclass
+class TokenizeSummary:
+    """
+    What a [`tokenize_to_disk`] run did.
+
+    Args:
+        read (`int`): rows of the input.
+        tokenized (`int`): rows written with their codes.
+        failed (`int`): rows skipped because their image could not be read (listed in the errors file).
+        shards (`int`): shards of the input.
+        shards_resumed (`int`): shards already done by an earlier, interrupted run and not redone.
+        images_per_second (`float`): rows tokenized by this run per second of this run, all processes together.
+        output_dir (`str`): the dataset written.
+    """
+
+    read: int
+    tokenized: int
+    failed: int
+    shards: int
+    shards_resumed: int
+    images_per_second: float
+    output_dir: str
+
+
+class _ImageRows(torch.utils.data.Dataset):
+    """Rows of an [`ImageSource`] prepared for the model, for a `DataLoader` that decodes ahead of the model."""
+
+    def __init__(self, source: ImageSource, image_processor):
+        self.source = source
+        self.image_processor = image_processor
+
+    def __len__(self):
+        return len(self.source.row_ids)
+
+    def __getitem__(self, index):
+        return index, prepare_image(self.source.images[index], self.image_processor, self.source.base_dir)
+
+
+def _digest_row_ids(row_ids) -> str:
+    digest = xxhash.xxh3_128()
+    for row_id in row_ids:
+        digest.update(f"{row_id}\n".encode())
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through `write(temporary_path)`, then rename into place: a killed run leaves no half-written `path`."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _write_arrow(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+
+
+class _ShardStore:
+    """
+    The work folder of a run (`OUT.partial`): `run.json` (the settings, checked on resume), `shards/NNNNN.arrow`
+    (the rows of each finished shard) and `manifest/NNNNN.json` (its counts and errors; a shard is done when this
+    record exists).
+    """
+
+    def __init__(self, work_dir: Path):
+        self.work_dir = work_dir
+        self.run_file = work_dir / "run.json"
+
+    def shard_file(self, shard: int) -> Path:
+        return self.work_dir / "shards" / f"{shard:05d}.arrow"
+
+    def record_file(self, shard: int) -> Path:
+        return self.work_dir / "manifest" / f"{shard:05d}.json"
+
+    def check_resumable(self, run: dict) -> None:
+        """Raise unless the work folder is absent or belongs to a run with these exact settings."""
+        if not self.work_dir.exists():
+            return
+        if not self.run_file.is_file():
+            raise FileExistsError(f"{self.work_dir} exists but is not a partial seed-hf tokenize run; remove it")
+        recorded = json.loads(self.run_file.read_text())
+        changed = sorted(key for key in run.keys() | recorded.keys() if run.get(key) != recorded.get(key))
+        if changed:
+            raise FileExistsError(
+                f"{self.work_dir} holds a partial run with other settings ({', '.join(changed)}); "
+                "pass --overwrite to start over"
+            )
+
+    def start(self, run: dict) -> None:
+        for folder in ("shards", "manifest"):
+            (self.work_dir / folder).mkdir(parents=True, exist_ok=True)
+        if not self.run_file.is_file():
+            _write_atomic(self.run_file, lambda path: path.write_text(json.dumps(run, indent=2)))
+
+    def done(self, num_shards: int) -> list[bool]:
+        return [self.record_file(shard).is_file() for shard in range(num_shards)]
+
+    def write(self, shard: int, table: pa.Table, record: dict) -> None:
+        _write_atomic(self.shard_file(shard), lambda path: _write_arrow(path, table))
+        _write_atomic(self.record_file(shard), lambda path: path.write_text(json.dumps(record)))
+
+    def records(self, num_shards: int) -> list[dict]:
+        missing = [shard for shard, done in enumerate(self.done(num_shards)) if not done]
+        if missing:
+            raise RuntimeError(f"Shards {missing} of {self.work_dir} were not written; did a process fail?")
+        return [json.loads(self.record_file(shard).read_text()) for shard in range(num_shards)]
+
+
+def _shard_table(source: ImageSource, features: Features, start: int, codes: list[np.ndarray | None]) -> pa.Table:
+    """The rows of one shard whose image was read: row id, codes and the carried-over columns, in input order."""
+    kept = [position for position, row in enumerate(codes) if row is not None]
+    columns = {ROW_ID_COLUMN: [source.row_ids[start + position] for position in kept]}
+    num_codes = features[CODES_COLUMN].length
+    flat = np.stack([codes[position] for position in kept]).reshape(-1) if kept else np.zeros(0, np.int16)
+    columns[CODES_COLUMN] = pa.FixedSizeListArray.from_arrays(
+        pa.array(flat, type=features[CODES_COLUMN].feature.pa_type), num_codes
+    )
+    if source.texts is not None:
+        texts = source.texts[start : start + len(codes)]
+        columns.update({name: [values[position] for position in kept] for name, values in texts.items()})
+    return pa.Table.from_pydict(columns, schema=features.arrow_schema)
+
+
+def _check_output(output_dir: Path, overwrite: bool) -> None:
+    if not output_dir.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
+    if not (output_dir / SUMMARY_FILE).is_file() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not the output of seed-hf tokenize; refusing to delete it")
+
+
+def _merge(store: _ShardStore, output_dir: Path, records: list[dict], summary: dict) -> None:
+    """Concatenate the shards in order into `output_dir` (`save_to_disk` layout), with the errors and summary files."""
+    merged = concatenate_datasets([Dataset.from_file(str(store.shard_file(shard))) for shard in range(len(records))])
+    temporary = output_dir.with_name(f".{output_dir.name}.merging")  # a merge killed midway leaves it; redone here
+    shutil.rmtree(temporary, ignore_errors=True)
+    merged.save_to_disk(str(temporary))
+    with open(temporary / ERRORS_FILE, "w") as errors:
+        for record in records:
+            errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
+    (temporary / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    os.replace(temporary, output_dir)
+
+
+def distributed_state(device: str | None = None, **kwargs) -> PartialState:
+    """
+    accelerate's process state, for CPU processes (gloo) when `device` is `"cpu"` or when it is unset and there is no
+    GPU: a plain `PartialState()` treats the CPU processes of a `torchrun` launch as unrelated single processes.
+    `kwargs` go to `torch.distributed.init_process_group` (e.g. `timeout`).
+    """
+    return PartialState(cpu=device == "cpu" or (device is None and not torch.cuda.is_available()), **kwargs)
+
+
+def tokenize_to_disk(
+    source: ImageSource,
+    output_dir: str | os.PathLike,
+    model,
+    image_processor,
+    batch_size: int = 8,
+    shard_size: int = 1024,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    state: PartialState | None = None,
+    progress: bool = True,
+) -> TokenizeSummary:
+    r"""
+    Tokenize every image of `source` into a dataset at `output_dir`; data-parallel and resumable.
+
+    Rows are cut into shards of `shard_size` consecutive rows. Shards not done yet are dealt round-robin to the
+    processes of `state` (each process runs this function with its own model, as under `accelerate launch` or
+    `torchrun`). Every shard is written to `OUT.partial` under a temporary name, renamed, then recorded in the
+    manifest; a new run with the same settings skips recorded shards. When all are done, the main process merges them
+    in order into `output_dir` with `save_to_disk`, adds `errors.jsonl` (row id and reason for each unreadable image)
+    and `tokenize_summary.json`, and removes `OUT.partial`. Codes do not depend on the number of processes: each shard
+    is cut into the same batches whoever runs it.
+
+    Args:
+        source ([`ImageSource`]):
+            The rows, e.g. from [`image_source`].
+        output_dir (`str` or `PathLike`):
+            The dataset to write; must not exist unless `overwrite`.
+        model ([`SeedVisionTokenizer`]):
+            This process's tokenizer, on its device and in its dtype.
+        image_processor ([`SeedImageProcessor`]):
+            Its image processor.
+        batch_size (`int`, *optional*, defaults to 8):
+            Images per `model.encode` call.
+        shard_size (`int`, *optional*, defaults to 1024):
+            Rows per shard: the unit of work, of resumption and of distribution.
+        num_workers (`int`, *optional*, defaults to 0):
+            `DataLoader` processes that decode and preprocess images ahead of the model (worth it on GPUs).
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Delete an existing output and any partial run first.
+        state (`accelerate.PartialState`, *optional*):
+            The distributed state; [`distributed_state`] when `None`.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar (images/s) on the main process.
+
+    Returns:
+        [`TokenizeSummary`]; the same on every process.
+    """
+    state = state or distributed_state()
+    output_dir = Path(output_dir)
+    store = _ShardStore(output_dir.with_name(output_dir.name + ".partial"))
+    num_rows = len(source.row_ids)
+    bounds = [(start, min(start + shard_size, num_rows)) for start in range(0, num_rows, shard_size)]
+    run = {
+        "format": FORMAT_VERSION,
+        "input": source.description,
+        "rows": num_rows,
+        "row_ids": _digest_row_ids(source.row_ids),
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+        "model": model_fingerprint(model),
+        "image_processor": image_processor.to_json_string(),
+    }
+    # 1. Every process checks (nothing is changed yet, so they all see the same and fail alike).
+    _check_output(output_dir, overwrite)
+    if not overwrite:
+        store.check_resumable(run)
+    state.wait_for_everyone()
+    # 2. The main process clears or prepares the work folder.
+    if state.is_main_process:
+        if overwrite:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            shutil.rmtree(store.work_dir, ignore_errors=True)
+        store.start(run)
+    state.wait_for_everyone()
+    # 3. Everyone lists the pending shards before anyone writes one, then tokenizes its round-robin share.
+    pending = [shard for shard, done in enumerate(store.done(len(bounds))) if not done]
+    state.wait_for_everyone()
+    started = time.perf_counter()
+    mine = {shard: bounds[shard] for shard in pending[state.process_index :: state.num_processes]}
+    with tqdm(
+        total=sum(stop - start for start, stop in mine.values()),
+        unit="img",
+        desc="tokenizing" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
+        disable=not (progress and state.is_main_process),
+    ) as bar:
+        _tokenize_shards(source, store, mine, model, image_processor, batch_size, num_workers, bar)
+    # 4. Once every shard is written, the main process merges them in order.
+    state.wait_for_everyone()
+    records = store.records(len(bounds))
+    totals = {key: sum(record[key] for record in records) for key in ("read", "tokenized", "failed")}
+    new_rows = sum(bounds[shard][1] - bounds[shard][0] for shard in pending)
+    summary = TokenizeSummary(
+        **totals,
+        shards=len(bounds),
+        shards_resumed=len(bounds) - len(pending),
+        images_per_second=new_rows / (time.perf_counter() - started),
+        output_dir=str(output_dir),
+    )
+    if state.is_main_process:
+        _merge(store, output_dir, records, {**asdict(summary), "input": source.description, "model": run["model"]})
+        shutil.rmtree(store.work_dir)
+    state.wait_for_everyone()
+    return summary
+
+
+def _tokenize_shards(source, store, bounds, model, image_processor, batch_size, num_workers, bar) -> None:
+    """Tokenize the shards of `bounds` (shard -> (start, stop) rows), writing each once its last batch is encoded."""
+    batches = [
+        (shard, list(range(first, min(first + batch_size, stop))))
+        for shard, (start, stop) in bounds.items()
+        for first in range(start, stop, batch_size)
+    ]
+    loader = torch.utils.data.DataLoader(
+        _ImageRows(source, image_processor),
+        batch_sampler=[rows for _, rows in batches],
+        num_workers=num_workers,
+        collate_fn=list,
+    )
+    features = source.features(model.config)
+    dtype = features[CODES_COLUMN].feature.dtype
+    codes, errors, failed = [], [], 0
+    for (shard, _), batch in zip(batches, loader):
+        codes += encode_prepared(model, [item for _, item in batch], dtype)
+        for index, (_, reason) in batch:
+            if reason is not None:
+                errors.append({ROW_ID_COLUMN: source.row_ids[index], "reason": reason})
+                failed += 1
+        bar.update(len(batch))
+        bar.set_postfix(failed=failed)
+        start, stop = bounds[shard]
+        if start + len(codes) == stop:
+            record = {
+                "shard": shard,
+                "rows": [start, stop],
+                "read": stop - start,
+                "tokenized": stop - start - len(errors),
+                "failed": len(errors),
+                "errors": errors,
+            }
+            store.write(shard, _shard_table(source, features, start, codes), record)
+            codes, errors = [], []
