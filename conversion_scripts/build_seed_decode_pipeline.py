@@ -16,6 +16,7 @@ import sys
 import torch
 
 from seed_hf.build_decode_pipeline import build_seed_decode_pipeline
+from seed_hf.utils import bundled_model_card
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             config=args.config,
             overwrite=args.overwrite,
             dtype=getattr(torch, args.dtype),
+            model_card=bundled_model_card("seed_decode_pipeline.md"),
         )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

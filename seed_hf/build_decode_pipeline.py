@@ -9,7 +9,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
 from .pipeline_seed_decode import SeedDecodePipeline, SeedNullEmbedding, stable_diffusion_v1_4_scheduler
-from .utils import atomic_output_dir, check_output_dir
+from .utils import atomic_output_dir, check_output_dir, write_model_card
 
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors")
 
@@ -90,6 +90,7 @@ def build_seed_decode_pipeline(
     config: str | os.PathLike | None = None,
     overwrite: bool = False,
     dtype: torch.dtype = torch.float32,
+    model_card: str | os.PathLike | None = None,
 ) -> SeedDecodePipeline:
     """
     Write a [`SeedDecodePipeline`] folder (safetensors only) with the SEED tokenizer of `tokenizer_dir`, the UNet and
@@ -104,12 +105,13 @@ def build_seed_decode_pipeline(
         config (`str` or `os.PathLike`, *optional*): See [`load_stable_diffusion`].
         overwrite (`bool`, *optional*, defaults to `False`): Replace an existing `output_dir`.
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): The dtype the weights are stored in.
+        model_card (`str` or `os.PathLike`, *optional*): A model card copied into the folder as README.md.
 
     Returns:
         [`SeedDecodePipeline`]: the pipeline that was written.
     """
     check_output_dir(output_dir, overwrite)
-    vision_tokenizer = SeedVisionTokenizer.from_pretrained(tokenizer_dir, dtype=torch.float32)
+    vision_tokenizer = SeedVisionTokenizer.from_pretrained(tokenizer_dir, dtype=torch.float32, use_safetensors=True)
     unet, vae, text_encoder, tokenizer = load_stable_diffusion(stable_diffusion, config)
 
     width = vision_tokenizer.config.generation_embed_dim
@@ -130,6 +132,7 @@ def build_seed_decode_pipeline(
 
     with atomic_output_dir(output_dir, overwrite) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
+        write_model_card(model_card, staging)
     return pipe
 
 

@@ -83,6 +83,17 @@ class SeedVisionTokenizerConfig(PreTrainedConfig):
         if self.decoder_num_attention_heads is None:
             self.decoder_num_attention_heads = self.qformer_config.num_attention_heads
 
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        # transformers' remote-code saver takes any class named "*Tokenizer*" for a text tokenizer and records a
+        # (slow, fast) pair; for the config and model classes of this *vision* tokenizer the entry is a class path.
+        if "auto_map" in output:
+            output["auto_map"] = {
+                auto_class: reference[0] if isinstance(reference, (list, tuple)) else reference
+                for auto_class, reference in output["auto_map"].items()
+            }
+        return output
+
     def decoder_blocks_config(self) -> Blip2VisionConfig:
         """Config of the pre-norm blocks that decode codes (`blocks_text` in the original)."""
         width = self.qformer_config.hidden_size
@@ -164,6 +175,24 @@ class SeedOPTConfig(PreTrainedConfig):
                     f"image_seq_length ({self.image_seq_length}) must equal the vision tokenizer's num_query_tokens "
                     f"({self.vision_config.num_query_tokens})"
                 )
+        vocab_size = self.text_config.vocab_size
+        if self.image_token_start_id is not None and not (
+            0 <= self.image_token_start_id <= vocab_size - self.num_image_tokens
+        ):
+            raise ValueError(
+                f"The {self.num_image_tokens} image tokens from id {self.image_token_start_id} must fit in the text "
+                f"vocabulary of {vocab_size} (text_config.vocab_size)"
+            )
+        for name in ("boi_token_id", "eoi_token_id", "image_token_id"):
+            token_id = getattr(self, name)
+            if token_id is None:
+                continue
+            if not 0 <= token_id < vocab_size:
+                raise ValueError(f"{name} ({token_id}) must be in [0, {vocab_size}) (text_config.vocab_size)")
+            if self.image_token_start_id is not None and 0 <= token_id - self.image_token_start_id < (
+                self.num_image_tokens
+            ):
+                raise ValueError(f"{name} ({token_id}) must not be one of the image code ids")
 
 
 __all__ = ["SeedOPTConfig", "SeedVisionTokenizerConfig"]

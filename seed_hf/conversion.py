@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from .configuration_seed import SeedVisionTokenizerConfig
 from .image_processing_seed import SeedImageProcessor
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
-from .utils import atomic_output_dir, check_output_dir
+from .utils import atomic_output_dir, check_output_dir, write_model_card
 
 ORIGINAL_FILES = ("eva_vit_g.pth", "causal_qformer.pth", "seed_tokenizer.pth")
 
@@ -232,11 +232,13 @@ def convert_original_checkpoint(
     overwrite: bool = False,
     dtype: torch.dtype = torch.float32,
     vision_from: str | os.PathLike | None = None,
+    model_card: str | os.PathLike | None = None,
 ) -> list[str]:
     """
     Convert the original release in `original_dir` into a transformers folder at `output_dir` (`config.json`,
-    `model.safetensors`, `preprocessor_config.json`). The folder is written under a temporary name and renamed
-    into place only when complete. Returns the skipped (training-only) keys.
+    `model.safetensors`, `preprocessor_config.json`, the model code for `trust_remote_code`, and `model_card` as
+    README.md). The folder is written under a temporary name and renamed into place only when complete. Returns the
+    skipped (training-only) keys.
     """
     original_dir, output_dir = Path(original_dir), check_output_dir(output_dir, overwrite)
     config = config or SeedVisionTokenizerConfig()
@@ -264,6 +266,7 @@ def convert_original_checkpoint(
         model.save_pretrained(staging)
         size = config.vision_config.image_size
         SeedImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
+        write_model_card(model_card, staging)
     return skipped
 
 

@@ -330,7 +330,4 @@ def save_seed_opt_tokenizer(
     return tokenizer
 
 
-# Saved folders carry this module and an `auto_map`, so they also load without seed_hf (`trust_remote_code=True`).
-SeedOPTTokenizer.register_for_auto_class("AutoTokenizer")
-
 __all__ = ["SeedOPTTokenizer", "build_seed_opt_tokenizer", "save_seed_opt_tokenizer"]

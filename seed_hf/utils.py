@@ -1,11 +1,17 @@
 """Helpers shared by the writers of seed_hf: nothing is half-written, nothing is replaced without being asked."""
 
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# The model cards live in the source tree beside the package (model_cards/), where the conversion scripts run.
+MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
 
 
 def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
@@ -39,4 +45,19 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         shutil.rmtree(staging, ignore_errors=True)
 
 
-__all__ = ["atomic_output_dir", "check_output_dir"]
+def bundled_model_card(name: str) -> Path | None:
+    """`model_cards/<name>` of this source tree; `None`, with a warning, in an installation that lacks it."""
+    card = MODEL_CARDS_DIR / name
+    if card.is_file():
+        return card
+    logger.warning("Model card %s not found (a source checkout has it): the folder gets no README.md", card)
+    return None
+
+
+def write_model_card(card: str | os.PathLike | None, folder: str | os.PathLike) -> None:
+    """Copy `card` into `folder` as its README.md (the Hub's model card); nothing when `card` is None."""
+    if card is not None:
+        shutil.copyfile(card, Path(folder) / "README.md")
+
+
+__all__ = ["atomic_output_dir", "bundled_model_card", "check_output_dir", "write_model_card"]

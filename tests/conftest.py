@@ -70,6 +70,15 @@ def tiny_tokenizer(seed: int = 0, **overrides) -> SeedVisionTokenizer:
     return randomize_(SeedVisionTokenizer(tiny_config(**overrides)).eval(), seed)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tiny models' ops are so small that thread synchronisation dominates them, by far on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tokenizer_model():
     return tiny_tokenizer()

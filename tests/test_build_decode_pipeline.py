@@ -8,7 +8,6 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from test_pipeline_seed_decode import one_thread, tiny_pipeline, tiny_unet, tiny_vae  # noqa: F401 (one_thread: autouse)
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -17,6 +16,7 @@ from seed_hf.build_decode_pipeline import build_seed_decode_pipeline
 from seed_hf.pipeline_seed_decode import stable_diffusion_v1_4_scheduler
 
 from conftest import REPO_ROOT, tiny_tokenizer
+from test_pipeline_seed_decode import tiny_pipeline, tiny_unet, tiny_vae
 
 SCRIPT = REPO_ROOT / "conversion_scripts" / "build_seed_decode_pipeline.py"
 
@@ -83,6 +83,7 @@ def test_build_script_writes_a_loadable_pipeline(tmp_path, stable_diffusion_dir,
 
     assert sorted(path.name for path in tmp_path.iterdir()) == ["seed-decode"]  # no staging folder left behind
     assert sorted(path.name for path in output.iterdir()) == [
+        "README.md",
         "model_index.json",
         "null_embedding",
         "scheduler",
@@ -91,6 +92,7 @@ def test_build_script_writes_a_loadable_pipeline(tmp_path, stable_diffusion_dir,
         "vision_tokenizer",
     ]
     assert not [path for path in output.rglob("*") if path.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    assert (output / "README.md").read_text().startswith("---\nlicense: creativeml-openrail-m")
 
     pipe = SeedDecodePipeline.from_pretrained(output)
     source = StableDiffusionPipeline.from_pretrained(stable_diffusion_dir)

@@ -21,7 +21,7 @@ from seed_hf.conversion import (
 )
 from seed_hf.modeling_seed_vision_tokenizer import SeedVisionTokenizer
 
-from conftest import parity_config, parity_root
+from conftest import REPO_ROOT, parity_config, parity_root
 
 PARITY_ROOT = parity_root()
 FIXTURES = sorted(p.parent for p in PARITY_ROOT.glob("*/expected.safetensors")) if PARITY_ROOT else []
@@ -238,6 +238,8 @@ def test_existing_output_needs_overwrite(original_copy, tmp_path, capsys):
     assert (output / "keep.txt").read_text() == "precious"
     assert convert_main([*args, "--overwrite"]) == 0
     assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
+    # the conversion script copies the model card into the folder it writes
+    assert (output / "README.md").read_text() == (REPO_ROOT / "model_cards" / "seed_tokenizer_v1.md").read_text()
 
 
 def test_vision_tower_from_a_blip2_folder(converted, tmp_path):

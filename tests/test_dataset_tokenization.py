@@ -34,15 +34,6 @@ BAD_FILES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny model's ops are microseconds; extra threads only wait on each other on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def png_bytes(seed: int) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (30 + seed, 40, 3), dtype=np.uint8)
     buffer = io.BytesIO()

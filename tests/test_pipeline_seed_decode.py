@@ -24,15 +24,6 @@ from conftest import tiny_tokenizer
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models' ops are so small that thread synchronisation dominates, by far on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CODES = torch.tensor([list(range(32)), [63 - i for i in range(32)]])
 
 

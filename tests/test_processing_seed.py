@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from seed_opt_helpers import seed_opt_config
 from transformers import AutoProcessor
 
 from seed_hf import SeedImageProcessor, SeedOPTTokenizer, SeedProcessor
 
 from conftest import tiny_config, tiny_tokenizer
+from seed_opt_helpers import seed_opt_config
 from text_helpers import make_seed_opt_tokenizer
 
 SEQ_LEN = 32

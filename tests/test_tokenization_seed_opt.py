@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from seed_opt_helpers import seed_opt_config
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from seed_hf import SeedOPTTokenizer
 from seed_hf.tokenization_seed_opt import build_seed_opt_tokenizer, save_seed_opt_tokenizer
 
 from conftest import REPO_ROOT
+from seed_opt_helpers import seed_opt_config
 from text_helpers import make_opt_base_tokenizer
 
 NUM_CODES = 8192

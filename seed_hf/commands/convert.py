@@ -8,6 +8,7 @@ import torch
 
 from ..configuration_seed import SeedVisionTokenizerConfig
 from ..conversion import ConversionError, convert_original_checkpoint
+from ..utils import bundled_model_card
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             dtype=getattr(torch, args.dtype),
             vision_from=args.vision_from,
+            model_card=bundled_model_card("seed_tokenizer_v1.md"),
         )
     except (ConversionError, FileExistsError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)

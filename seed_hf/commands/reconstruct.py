@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.pipeline} is not a SeedDecodePipeline folder", file=sys.stderr)
         return 1
 
-    pipe = SeedDecodePipeline.from_pretrained(args.pipeline, dtype=getattr(torch, args.dtype)).to(args.device)
+    pipe = SeedDecodePipeline.from_pretrained(
+        args.pipeline, dtype=getattr(torch, args.dtype), use_safetensors=True
+    ).to(args.device)
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path, target in zip(args.images, targets):

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"the output {args.output} must not be inside the input folder {args.input}")
         source = image_source(args.input, args.split, args.image_column, args.text_columns)
         model = SeedVisionTokenizer.from_pretrained(
-            args.model, dtype=args.dtype, attn_implementation=args.attn_implementation
+            args.model, dtype=args.dtype, attn_implementation=args.attn_implementation, use_safetensors=True
         )
         image_processor = SeedImageProcessor.from_pretrained(args.model)
         model.to(torch.device(args.device) if args.device else state.device)

@@ -1,0 +1,144 @@
+"""Build a SEED-OPT folder from OPT weights, the extended tokenizer and a SEED vision tokenizer.
+
+python conversion_scripts/build_seed_opt.py --opt facebook/opt-2.7b --tokenizer seed-opt-tokenizer \
+    --vision-tokenizer seed-tokenizer-v1 --output seed-opt-2.7b
+
+The OPT embeddings (and the head tied to them) are resized to the extended vocabulary; the rows of the added tokens
+(`<img>`, `</img>`, `<image>` and the codes) start at the mean of the base vocabulary's rows, so they begin as
+"average" tokens that LoRA fine-tuning (`seed-hf finetune`) then moves. The folder holds `config.json`,
+`generation_config.json` (captioning: beam search, 5 beams), `model.safetensors`, the tokenizer, the image processor
+and `processor_config.json`; it is written under a temporary name and renamed into place.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, OPTForCausalLM
+
+from seed_hf import SeedOPTConfig, SeedOPTForConditionalGeneration, SeedVisionTokenizer
+from seed_hf.processing_seed import SeedProcessor
+from seed_hf.tokenization_seed_opt import SeedOPTTokenizer
+from seed_hf.utils import atomic_output_dir, bundled_model_card, check_output_dir, write_model_card
+
+
+def first_added_id(tokenizer: SeedOPTTokenizer) -> int:
+    """The smallest id the SEED extension added to the base OPT vocabulary."""
+    return min(
+        tokenizer.image_token_start_id, tokenizer.boi_token_id, tokenizer.eoi_token_id, tokenizer.image_token_id
+    )
+
+
+@torch.no_grad()
+def build_seed_opt(
+    opt: str | Path,
+    tokenizer: str | Path,
+    vision_tokenizer: str | Path,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[SeedOPTForConditionalGeneration, SeedProcessor]:
+    r"""
+    Assemble SEED-OPT in memory.
+
+    Args:
+        opt (`str` or `Path`):
+            An OPT causal LM: a folder or a Hub id such as `"facebook/opt-2.7b"`.
+        tokenizer (`str` or `Path`):
+            A built [`SeedOPTTokenizer`] folder (`conversion_scripts/build_seed_opt_tokenizer.py`).
+        vision_tokenizer (`str` or `Path`):
+            A [`SeedVisionTokenizer`] folder with its image processor (`seed-hf convert`).
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
+            The dtype of the language model.
+
+    Returns:
+        `tuple(SeedOPTForConditionalGeneration, SeedProcessor)`.
+    """
+    text_tokenizer = SeedOPTTokenizer.from_pretrained(tokenizer)
+    if text_tokenizer.image_token_start_id is None:
+        raise ValueError(
+            f"{tokenizer} is a tokenizer without SEED image tokens; build it with build_seed_opt_tokenizer"
+        )
+    vision = SeedVisionTokenizer.from_pretrained(vision_tokenizer, use_safetensors=True)
+    image_processor = AutoImageProcessor.from_pretrained(vision_tokenizer)
+    if (text_tokenizer.num_image_tokens, text_tokenizer.image_seq_length) != (
+        vision.config.codebook_size,
+        vision.config.num_query_tokens,
+    ):
+        raise ValueError(
+            f"The tokenizer has {text_tokenizer.num_image_tokens} image tokens, {text_tokenizer.image_seq_length} per "
+            f"image, but the vision tokenizer has a codebook of {vision.config.codebook_size} and "
+            f"{vision.config.num_query_tokens} codes per image"
+        )
+    language_model = OPTForCausalLM.from_pretrained(opt, dtype=dtype)
+    old_rows = first_added_id(text_tokenizer)
+    if old_rows > language_model.config.vocab_size:
+        raise ValueError(
+            f"The tokenizer's base vocabulary ({old_rows} tokens) is larger than the OPT embeddings "
+            f"({language_model.config.vocab_size} rows): the tokenizer was not built from this model's tokenizer"
+        )
+    language_model.resize_token_embeddings(len(text_tokenizer), mean_resizing=False)
+    embeddings = language_model.get_input_embeddings().weight
+    embeddings[old_rows:] = embeddings[:old_rows].mean(0)
+
+    config = SeedOPTConfig(
+        text_config=language_model.config.to_dict(),
+        vision_config=vision.config.to_dict(),
+        image_token_start_id=text_tokenizer.image_token_start_id,
+        num_image_tokens=text_tokenizer.num_image_tokens,
+        image_seq_length=text_tokenizer.image_seq_length,
+        boi_token_id=text_tokenizer.boi_token_id,
+        eoi_token_id=text_tokenizer.eoi_token_id,
+        image_token_id=text_tokenizer.image_token_id,
+    )
+    model = SeedOPTForConditionalGeneration(config).to(dtype)
+    model.model.load_state_dict(language_model.model.state_dict())
+    model.vision_tokenizer.load_state_dict(vision.state_dict())
+    model.vision_tokenizer.to(vision.dtype)
+    return model, SeedProcessor(image_processor, text_tokenizer)
+
+
+def save_seed_opt(
+    model: SeedOPTForConditionalGeneration,
+    processor: SeedProcessor,
+    output: str | Path,
+    overwrite: bool = False,
+    model_card: str | Path | None = None,
+) -> Path:
+    """Write model, processor and model card to `output` (safetensors), under a temporary name renamed into place."""
+    with atomic_output_dir(output, overwrite) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_model_card(model_card, staging)
+    return Path(output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--opt", required=True, help="OPT causal LM: folder or Hub id (facebook/opt-2.7b)")
+    parser.add_argument("--tokenizer", required=True, help="SeedOPTTokenizer folder (build_seed_opt_tokenizer.py)")
+    parser.add_argument("--vision-tokenizer", required=True, help="SeedVisionTokenizer folder (seed-hf convert)")
+    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="LM dtype")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+    try:
+        check_output_dir(args.output, args.overwrite)
+        model, processor = build_seed_opt(
+            args.opt, args.tokenizer, args.vision_tokenizer, dtype=getattr(torch, args.dtype)
+        )
+        save_seed_opt(
+            model,
+            processor,
+            args.output,
+            overwrite=args.overwrite,
+            model_card=bundled_model_card("seed_opt.md"),
+        )
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""`seed-hf finetune`: LoRA fine-tuning of SEED-OPT on image-caption pairs, both directions, with Trainer.
+
+Every TrainingArguments option is accepted as is (`--output_dir`, `--learning_rate`, `--num_train_epochs`,
+`--per_device_train_batch_size`, `--use_cpu`, ...). The dataset is a folder written by `Dataset.save_to_disk`
+(e.g. by `seed-hf tokenize`, with a `codes` column) or anything `datasets.load_dataset` reads (an image folder with
+captions, parquet, JSON lines). The adapter (LoRA weights and the new token rows) and the processor are saved to
+`--output_dir`; load them with `PeftModel.from_pretrained(model, output_dir)`.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from peft import get_peft_model
+from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
+
+from ..modeling_seed_opt import SeedOPTForConditionalGeneration
+from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
+
+
+@dataclass
+class FinetuneArguments:
+    model: str = field(metadata={"help": "SEED-OPT folder (conversion_scripts/build_seed_opt.py)"})
+    dataset: str = field(metadata={"help": "dataset folder (save_to_disk) or a datasets.load_dataset path"})
+    split: str = field(default="train", metadata={"help": "split to train on"})
+    text_column: str = field(default="caption", metadata={"help": "column of the captions"})
+    image_column: str = field(default="image", metadata={"help": "column of the images"})
+    codes_column: str = field(default="codes", metadata={"help": "column of precomputed SEED codes"})
+    directions: list[str] = field(default_factory=lambda: list(DIRECTIONS), metadata={"help": "directions to train"})
+    max_length: int | None = field(default=None, metadata={"help": "longest sequence allowed"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "OPT layers that get LoRA"}
+    )
+
+
+def argument_parser(**kwargs) -> HfArgumentParser:
+    return HfArgumentParser((FinetuneArguments, TrainingArguments), **kwargs)
+
+
+def load_training_dataset(path: str, split: str) -> Dataset:
+    """A `save_to_disk` folder (a Dataset, or a DatasetDict and its `split`), else `load_dataset(path, split=split)`."""
+    if (Path(path) / "dataset_info.json").is_file() or (Path(path) / "dataset_dict.json").is_file():
+        dataset = load_from_disk(path)
+        if isinstance(dataset, DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"{path} has splits {sorted(dataset)}, not {split!r} (--split)")
+            dataset = dataset[split]
+        return dataset
+    return load_dataset(path, split=split)
+
+
+def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> Trainer:
+    """Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`."""
+    processor = AutoProcessor.from_pretrained(arguments.model)
+    model = SeedOPTForConditionalGeneration.from_pretrained(arguments.model, use_safetensors=True)
+    collator = SeedOPTDataCollator(
+        processor.tokenizer,
+        model.config,
+        image_processor=processor.image_processor,
+        text_column=arguments.text_column,
+        image_column=arguments.image_column,
+        codes_column=arguments.codes_column,
+        directions=tuple(arguments.directions),
+        max_length=arguments.max_length,
+    )
+    lora_config = seed_opt_lora_config(
+        model.config,
+        r=arguments.lora_r,
+        lora_alpha=arguments.lora_alpha,
+        lora_dropout=arguments.lora_dropout,
+        target_modules=arguments.target_modules,
+    )
+    # The collator reads the raw columns, which Trainer would otherwise drop.
+    training_arguments.remove_unused_columns = False
+    trainer = Trainer(
+        model=get_peft_model(model, lora_config),
+        args=training_arguments,
+        train_dataset=load_training_dataset(arguments.dataset, arguments.split),
+        data_collator=collator,
+        processing_class=processor,
+    )
+    trainer.train()
+    trainer.save_model(training_arguments.output_dir)
+    return trainer
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="LoRA fine-tuning of SEED-OPT with Trainer",
+        description=__doc__,
+        parents=[argument_parser(add_help=False)],
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    values = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
+    arguments, training_arguments = argument_parser().parse_dict(values)
+    try:
+        finetune(arguments, training_arguments)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote the adapter to {training_arguments.output_dir}")
+    return 0
+
+
+__all__ = ["FinetuneArguments", "finetune", "load_training_dataset"]

@@ -1,0 +1,267 @@
+"""SEED-OPT: auto classes, image filling, generation in both directions, bad input, and the build script."""
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    OPTConfig,
+    OPTForCausalLM,
+)
+
+from seed_hf import SeedImageBlockLogitsProcessor, SeedImageProcessor, SeedOPTForConditionalGeneration
+
+from conftest import REPO_ROOT, tiny_tokenizer
+from seed_opt_helpers import seed_opt_config, tiny_processor, tiny_seed_opt
+from text_helpers import make_seed_opt_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_seed_opt_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny_seed_opt(tokenizer)
+
+
+def random_images(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def test_auto_classes_tied_head_and_save_load(tokenizer, model, tmp_path):
+    config = seed_opt_config(tokenizer)
+    for auto_class in (AutoModelForCausalLM, AutoModelForImageTextToText):
+        assert type(auto_class.from_config(config)) is SeedOPTForConditionalGeneration
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert model.lm_head.weight.shape[0] == len(tokenizer)
+    assert model.generation_config.num_beams == 5
+
+    model.save_pretrained(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
+    assert "lm_head.weight" not in load_file(tmp_path / "model.safetensors")
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    assert loaded.generation_config.num_beams == 5
+    input_ids = torch.tensor([[tokenizer.bos_token_id, 5, 6, tokenizer.image_token_start_id + 3]])
+    torch.testing.assert_close(loaded(input_ids=input_ids).logits, model(input_ids=input_ids).logits, rtol=0, atol=0)
+
+
+def test_vision_tokenizer_frozen_and_in_eval_mode_while_training(tokenizer, model):
+    trained = copy.deepcopy(model).train()
+    assert trained.training and not trained.vision_tokenizer.training
+    assert not any(parameter.requires_grad for parameter in trained.vision_tokenizer.parameters())
+    inputs = tiny_processor(tokenizer)(text="<image>a red circle", images=random_images(1), return_tensors="pt")
+    trained(**inputs, labels=inputs.input_ids).loss.backward()
+    assert all(parameter.grad is None for parameter in trained.vision_tokenizer.parameters())
+    assert trained.get_input_embeddings().weight.grad is not None
+
+
+def test_pixel_values_fill_placeholders_like_code_ids(tokenizer, model):
+    processor = tiny_processor(tokenizer)
+    text = ["<image>a red circle", "a blue <image> and <image>"]
+    images = random_images(3)
+    with_pixels = processor(text=text, images=images, padding=True, return_tensors="pt")
+    codes = model.vision_tokenizer.encode(with_pixels.pixel_values)
+    with_codes = processor(text=text, codes=codes, padding=True, return_tensors="pt")
+
+    filled, _ = model.fill_image_tokens(with_pixels.input_ids, with_pixels.pixel_values)
+    assert torch.equal(filled, with_codes.input_ids)
+    # Placeholder positions of the labels take the same code ids as the inputs.
+    from_pixels = model(**with_pixels, labels=with_pixels.input_ids)
+    from_codes = model(**with_codes, labels=with_codes.input_ids)
+    torch.testing.assert_close(from_pixels.logits, from_codes.logits, rtol=0, atol=0)
+    torch.testing.assert_close(from_pixels.loss, from_codes.loss, rtol=0, atol=0)
+    # No token is masked in forward: image codes keep finite logits everywhere (training needs them).
+    assert torch.isfinite(from_codes.logits).all()
+
+
+def test_generate_reads_pixel_values_on_the_first_step_only(tokenizer, model):
+    processor = tiny_processor(tokenizer)
+    images = random_images(2, seed=1)
+    text = ["<image>a", "<image>"]
+    with_pixels = processor(text=text, images=images, padding=True, padding_side="left", return_tensors="pt")
+    codes = model.vision_tokenizer.encode(with_pixels.pixel_values)
+    with_codes = processor(text=text, codes=codes, padding=True, padding_side="left", return_tensors="pt")
+    from_pixels = model.generate(**with_pixels, max_new_tokens=4)
+    from_codes = model.generate(**with_codes, max_new_tokens=4)
+    prompt_length = with_codes.input_ids.shape[1]
+    assert torch.equal(from_pixels[:, prompt_length:], from_codes[:, prompt_length:])
+
+    first = model.prepare_inputs_for_generation(
+        with_pixels.input_ids, pixel_values=with_pixels.pixel_values, is_first_iteration=True, use_cache=True
+    )
+    later = model.prepare_inputs_for_generation(
+        with_pixels.input_ids, pixel_values=with_pixels.pixel_values, is_first_iteration=False, use_cache=True
+    )
+    assert first["pixel_values"] is with_pixels.pixel_values and "pixel_values" not in later
+
+
+def test_batched_generation_with_left_padding_equals_one_at_a_time(tokenizer, model):
+    processor = tiny_processor(tokenizer)
+    prompts = ["<image>a", "<image>A photo of a red square. Question: What colour is the"]
+    codes = torch.randint(
+        0, tokenizer.num_image_tokens, (2, tokenizer.image_seq_length), generator=torch.Generator().manual_seed(0)
+    )
+    batch = processor(text=prompts, codes=codes, padding=True, padding_side="left", return_tensors="pt")
+    captions = model.generate(**batch, max_new_tokens=6)[:, batch.input_ids.shape[1] :]
+    text_batch = tokenizer(["a", "A photo of a red square."], padding=True, padding_side="left", return_tensors="pt")
+    drawn = model.generate_images(**text_batch)
+    for index, prompt in enumerate(prompts):
+        single = processor(text=prompt, codes=codes[index : index + 1], return_tensors="pt")
+        caption = model.generate(**single, max_new_tokens=6)[0, single.input_ids.shape[1] :]
+        assert torch.equal(captions[index][: len(caption)], caption)
+        assert torch.equal(
+            drawn[index],
+            model.generate_images(**tokenizer(["a", "A photo of a red square."][index], return_tensors="pt"))[0],
+        )
+
+
+def test_generate_images_writes_exactly_one_block_of_valid_codes(tokenizer, model):
+    prompts = tokenizer(["A photo of a", "a red"], padding=True, padding_side="left", return_tensors="pt")
+    for kwargs in ({}, {"do_sample": True, "top_k": 0, "num_return_sequences": 3}, {"num_beams": 3}):
+        codes = model.generate_images(**prompts, **kwargs)
+        assert codes.shape == (2 * kwargs.get("num_return_sequences", 1), tokenizer.image_seq_length)
+        assert codes.min() >= 0 and codes.max() < tokenizer.num_image_tokens
+    # The same constraint through plain `generate`: the prompt opens the block, the processor closes it.
+    block = SeedImageBlockLogitsProcessor.from_config(model.config)
+    opened = torch.cat([prompts.input_ids, torch.full((2, 1), tokenizer.boi_token_id)], dim=1)
+    mask = torch.cat([prompts.attention_mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
+    sequences = model.generate(
+        input_ids=opened, attention_mask=mask, logits_processor=[block], max_new_tokens=33, num_beams=1
+    )
+    assert (sequences[:, -1] == tokenizer.eoi_token_id).all()
+    codes = torch.cat(tokenizer.ids_to_codes(sequences))  # one block per row, checked by the tokenizer
+    assert torch.equal(codes, sequences[:, -33:-1] - tokenizer.image_token_start_id)
+
+
+def test_image_block_logits_processor():
+    processor = SeedImageBlockLogitsProcessor(10, 4, 2, boi_token_id=14, eoi_token_id=15)
+    scores = torch.randn(5, 16)
+    input_ids = torch.tensor(
+        [
+            [3, 3, 3, 3],  # no block
+            [3, 3, 3, 14],  # block opened: codes only
+            [3, 3, 14, 12],  # one code written: codes only
+            [3, 14, 12, 10],  # two codes written: `</img>` only
+            [14, 12, 10, 15],  # block closed
+        ]
+    )
+    allowed = processor(input_ids, scores.clone()).isfinite()
+    codes = torch.zeros(16, dtype=torch.bool)
+    codes[10:14] = True
+    close = torch.zeros(16, dtype=torch.bool)
+    close[15] = True
+    text = ~(codes | close)  # outside a block: anything but codes and `</img>`
+    assert torch.equal(allowed[0], text) and torch.equal(allowed[4], text)
+    assert torch.equal(allowed[1], codes) and torch.equal(allowed[2], codes)
+    assert torch.equal(allowed[3], close)
+    with pytest.raises(ValueError, match="more than 2 tokens"):
+        processor(torch.tensor([[14, 10, 11, 12]]), scores[:1])
+
+
+def test_bad_input_raises_clear_errors(tokenizer, model):
+    processor = tiny_processor(tokenizer)
+    inputs = processor(text="<image>a", images=random_images(1), return_tensors="pt")
+    two_images = torch.cat([inputs.pixel_values, inputs.pixel_values])
+    with pytest.raises(ValueError, match=r"hold 32 `<image>` placeholder tokens .* 2 images need 32 each, i\.e\. 64"):
+        model(input_ids=inputs.input_ids, pixel_values=two_images)
+    with pytest.raises(ValueError, match="no pixel_values were given"):
+        model(input_ids=inputs.input_ids)
+    with pytest.raises(ValueError, match="not inputs_embeds"):
+        model(inputs_embeds=torch.zeros(1, 3, 64), pixel_values=inputs.pixel_values)
+
+    text_only = tiny_seed_opt(tokenizer, vision_seed=None)
+    with pytest.raises(ValueError, match="no vision tokenizer"):
+        text_only(**inputs)
+
+    config = seed_opt_config(tokenizer)
+    config.image_token_start_id = config.boi_token_id = config.eoi_token_id = None
+    no_image_tokens = SeedOPTForConditionalGeneration(config).eval()
+    with pytest.raises(ValueError, match="This model has no image tokens"):
+        no_image_tokens.generate_images(torch.tensor([[2, 5]]))
+    with pytest.raises(ValueError, match="do not pass max_new_tokens"):
+        model.generate_images(torch.tensor([[2, 5]]), max_new_tokens=3)
+
+    vocab_size = len(tokenizer)
+    with pytest.raises(ValueError, match=r"must fit in the text vocabulary"):
+        seed_opt_config(tokenizer, vocab_size=vocab_size - 1)
+    with pytest.raises(ValueError, match=r"boi_token_id .* must not be one of the image code ids"):
+        config = seed_opt_config(tokenizer).to_dict()
+        type(model.config)(**{**config, "boi_token_id": tokenizer.image_token_start_id})
+    with pytest.raises(ValueError, match=r"num_image_tokens \(8192\) must equal the vision tokenizer's codebook_size"):
+        type(model.config)(vision_config=tiny_tokenizer().config.to_dict())
+
+
+def load_build_script():
+    spec = importlib.util.spec_from_file_location(
+        "build_seed_opt", REPO_ROOT / "conversion_scripts" / "build_seed_opt.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
+    tokenizer = make_seed_opt_tokenizer(tmp_path / "tokenizers")
+    base_vocab = tokenizer.boi_token_id  # the first id the extension added
+    torch.manual_seed(0)
+    opt_config = OPTConfig(
+        vocab_size=base_vocab + 4,  # OPT pads its vocabulary: unused rows the new tokens overwrite
+        hidden_size=32,
+        num_hidden_layers=1,
+        ffn_dim=64,
+        num_attention_heads=2,
+        word_embed_proj_dim=32,
+        max_position_embeddings=96,
+    )
+    OPTForCausalLM(opt_config).save_pretrained(tmp_path / "opt")
+    vision = tiny_tokenizer()
+    vision.save_pretrained(tmp_path / "vision")
+    SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(tmp_path / "vision")
+    script = load_build_script()
+    arguments = [
+        "--opt",
+        str(tmp_path / "opt"),
+        "--tokenizer",
+        str(tmp_path / "tokenizers" / "seed-opt"),
+        "--vision-tokenizer",
+        str(tmp_path / "vision"),
+        "--output",
+        str(tmp_path / "seed-opt"),
+    ]
+    assert script.main(arguments) == 0
+    assert not list((tmp_path / "seed-opt").glob("*.bin")) and not list(tmp_path.glob(".seed-opt.*"))
+    card = (tmp_path / "seed-opt" / "README.md").read_text()
+    assert card == (REPO_ROOT / "model_cards" / "seed_opt.md").read_text()
+
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "seed-opt")
+    processor = AutoProcessor.from_pretrained(tmp_path / "seed-opt")
+    old = OPTForCausalLM.from_pretrained(tmp_path / "opt").get_input_embeddings().weight
+    rows = model.get_input_embeddings().weight
+    assert rows.shape[0] == len(tokenizer) == len(processor.tokenizer)
+    assert torch.equal(rows[:base_vocab], old[:base_vocab])
+    assert torch.allclose(rows[base_vocab:], old[:base_vocab].mean(0).expand(len(tokenizer) - base_vocab, -1))
+    assert model.generation_config.num_beams == 5
+    for name, parameter in vision.state_dict().items():
+        assert torch.equal(model.vision_tokenizer.state_dict()[name], parameter), name
+    inputs = processor(text="<image>a", images=random_images(1), return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=2).shape[0] == 1
+
+    config_before = (tmp_path / "seed-opt" / "config.json").read_text()
+    assert script.main(arguments) == 1  # no overwrite without the flag
+    assert (tmp_path / "seed-opt" / "config.json").read_text() == config_before
+    assert script.main([*arguments, "--overwrite"]) == 0
