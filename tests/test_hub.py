@@ -155,7 +155,8 @@ def test_every_artifact_loads_by_repo_id_from_the_offline_cache(shared):
         "SeedOPTForConditionalGeneration",
     ]
     assert_same_results(results, shared[3])
-    assert results["decoded"] == shared[3]["decoded"]
+    # the loader runs on the default thread count, so reductions may round differently in the last bit
+    torch.testing.assert_close(torch.tensor(results["decoded"]), torch.tensor(shared[3]["decoded"]))
 
 
 def test_transformers_artifacts_load_without_seed_hf(shared):

@@ -10,12 +10,11 @@ captions, parquet, JSON lines). The adapter (LoRA weights and the new token rows
 import argparse
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from peft import get_peft_model
 from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
 
+from ..dataset_tokenization import load_input_dataset
 from ..modeling_seed_opt import SeedOPTForConditionalGeneration
 from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
 
@@ -24,7 +23,7 @@ from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_c
 class FinetuneArguments:
     model: str = field(metadata={"help": "SEED-OPT folder (conversion_scripts/build_seed_opt.py)"})
     dataset: str = field(metadata={"help": "dataset folder (save_to_disk) or a datasets.load_dataset path"})
-    split: str = field(default="train", metadata={"help": "split to train on"})
+    split: str | None = field(default=None, metadata={"help": "split to train on (needed when there are several)"})
     text_column: str = field(default="caption", metadata={"help": "column of the captions"})
     image_column: str = field(default="image", metadata={"help": "column of the images"})
     codes_column: str = field(default="codes", metadata={"help": "column of precomputed SEED codes"})
@@ -40,18 +39,6 @@ class FinetuneArguments:
 
 def argument_parser(**kwargs) -> HfArgumentParser:
     return HfArgumentParser((FinetuneArguments, TrainingArguments), **kwargs)
-
-
-def load_training_dataset(path: str, split: str) -> Dataset:
-    """A `save_to_disk` folder (a Dataset, or a DatasetDict and its `split`), else `load_dataset(path, split=split)`."""
-    if (Path(path) / "dataset_info.json").is_file() or (Path(path) / "dataset_dict.json").is_file():
-        dataset = load_from_disk(path)
-        if isinstance(dataset, DatasetDict):
-            if split not in dataset:
-                raise ValueError(f"{path} has splits {sorted(dataset)}, not {split!r} (--split)")
-            dataset = dataset[split]
-        return dataset
-    return load_dataset(path, split=split)
 
 
 def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> Trainer:
@@ -80,12 +67,13 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
     trainer = Trainer(
         model=get_peft_model(model, lora_config),
         args=training_arguments,
-        train_dataset=load_training_dataset(arguments.dataset, arguments.split),
+        train_dataset=load_input_dataset(arguments.dataset, arguments.split)[0],
         data_collator=collator,
         processing_class=processor,
     )
     trainer.train()
     trainer.save_model(training_arguments.output_dir)
+    trainer.save_state()  # trainer_state.json: the loss history, next to the adapter
     return trainer
 
 
@@ -111,4 +99,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FinetuneArguments", "finetune", "load_training_dataset"]
+__all__ = ["FinetuneArguments", "finetune"]
