@@ -80,15 +80,8 @@ def build_seed_opt(
     embeddings = language_model.get_input_embeddings().weight
     embeddings[old_rows:] = embeddings[:old_rows].mean(0)
 
-    config = SeedOPTConfig(
-        text_config=language_model.config.to_dict(),
-        vision_config=vision.config.to_dict(),
-        image_token_start_id=text_tokenizer.image_token_start_id,
-        num_image_tokens=text_tokenizer.num_image_tokens,
-        image_seq_length=text_tokenizer.image_seq_length,
-        boi_token_id=text_tokenizer.boi_token_id,
-        eoi_token_id=text_tokenizer.eoi_token_id,
-        image_token_id=text_tokenizer.image_token_id,
+    config = SeedOPTConfig.from_text_tokenizer(
+        text_tokenizer, language_model.config.to_dict(), vision.config.to_dict()
     )
     model = SeedOPTForConditionalGeneration(config).to(dtype)
     model.model.load_state_dict(language_model.model.state_dict())

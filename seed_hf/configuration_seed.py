@@ -162,6 +162,20 @@ class SeedOPTConfig(PreTrainedConfig):
     image_token_id: int | None = None
     tie_word_embeddings: bool = True
 
+    @classmethod
+    def from_text_tokenizer(cls, tokenizer, text_config: dict, vision_config: dict | None = None) -> "SeedOPTConfig":
+        """The config whose image-token fields are those of a `SeedOPTTokenizer` (never parsed from token strings)."""
+        return cls(
+            text_config=text_config,
+            vision_config=vision_config,
+            image_token_start_id=tokenizer.image_token_start_id,
+            num_image_tokens=tokenizer.num_image_tokens,
+            image_seq_length=tokenizer.image_seq_length,
+            boi_token_id=tokenizer.boi_token_id,
+            eoi_token_id=tokenizer.eoi_token_id,
+            image_token_id=tokenizer.image_token_id,
+        )
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.vision_config is not None:

@@ -84,6 +84,22 @@ def tokenizer_model():
     return tiny_tokenizer()
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """The SEED-OPT test tokenizer: a small OPT-format BPE plus 64 image codes (as `tiny_config`'s codebook)."""
+    from text_helpers import make_seed_opt_tokenizer
+
+    return make_seed_opt_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A tiny SEED-OPT over `tokenizer`, with a tiny vision tokenizer inside."""
+    from seed_opt_helpers import tiny_seed_opt
+
+    return tiny_seed_opt(tokenizer)
+
+
 def parity_config(fixture_dir: Path) -> SeedVisionTokenizerConfig:
     """Our config from a parity fixture's `config.json` (the original's sizes, flat keys)."""
     sizes = json.loads((fixture_dir / "config.json").read_text())

@@ -23,16 +23,7 @@ def seed_opt_config(tokenizer: SeedOPTTokenizer, vision_config=None, **text_over
         eos_token_id=tokenizer.eos_token_id,
     )
     text_config.update(text_overrides)
-    return SeedOPTConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_start_id=tokenizer.image_token_start_id,
-        num_image_tokens=tokenizer.num_image_tokens,
-        image_seq_length=tokenizer.image_seq_length,
-        boi_token_id=tokenizer.boi_token_id,
-        eoi_token_id=tokenizer.eoi_token_id,
-        image_token_id=tokenizer.image_token_id,
-    )
+    return SeedOPTConfig.from_text_tokenizer(tokenizer, text_config, vision_config)
 
 
 def tiny_seed_opt(

@@ -23,16 +23,6 @@ from seed_opt_helpers import seed_opt_config, tiny_processor, tiny_seed_opt
 from text_helpers import make_seed_opt_tokenizer
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_seed_opt_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return tiny_seed_opt(tokenizer)
-
-
 def random_images(count: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)) for _ in range(count)]

@@ -8,21 +8,10 @@ from transformers import pipeline
 
 from seed_hf import SeedOPTForConditionalGeneration, SeedTextToImagePipeline
 
-from seed_opt_helpers import seed_opt_config, tiny_processor, tiny_seed_opt
+from seed_opt_helpers import seed_opt_config, tiny_processor
 from test_pipeline_seed_decode import tiny_pipeline
-from text_helpers import make_seed_opt_tokenizer
 
 DECODE_KWARGS = {"num_inference_steps": 2, "height": 64, "width": 64}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_seed_opt_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return tiny_seed_opt(tokenizer)
 
 
 def test_image_text_to_text_pipeline_captions(tokenizer, model):

@@ -21,7 +21,6 @@ from seed_hf.training_seed_opt import IGNORE_INDEX, SeedOPTDataCollator, new_tok
 
 from conftest import tiny_tokenizer
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
-from text_helpers import make_seed_opt_tokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 SHAPES = ("circle", "square", "triangle")
@@ -31,11 +30,6 @@ CANDIDATE_VISION_SEEDS = range(4)
 # a pretrained language model whose frozen text rows are large enough to be predicted.
 STAND_IN_INIT_STD = 0.2
 ACCEPTANCE = 0.9
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_seed_opt_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 def draw(shape: str, colour: str, rng: random.Random) -> Image.Image:
