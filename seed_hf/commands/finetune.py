@@ -74,6 +74,10 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
     trainer.train()
     trainer.save_model(training_arguments.output_dir)
     trainer.save_state()  # trainer_state.json: the loss history, next to the adapter
+    # Under a multi-process launch, leave together and close the process group: a rank that exits while another
+    # still holds the connection aborts the whole launch.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return trainer
 
 

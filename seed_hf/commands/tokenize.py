@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finally:
+        # Close the process group of a multi-process launch before exiting, so no rank aborts the others.
+        state.destroy_process_group()
     if state.is_main_process:
         print(
             f"read {summary.read}, tokenized {summary.tokenized}, failed {summary.failed} "
