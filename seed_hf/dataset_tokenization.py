@@ -39,6 +39,8 @@ from datasets import Image as ImageFeature
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
+from .utils import atomic_output_dir
+
 ROW_ID_COLUMN = "row_id"
 CODES_COLUMN = "codes"
 ERRORS_FILE = "errors.jsonl"
@@ -491,14 +493,13 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
 def _merge(store: _ShardStore, output_dir: Path, records: list[dict], summary: dict) -> None:
     """Concatenate the shards in order into `output_dir` (`save_to_disk` layout), with the errors and summary files."""
     merged = concatenate_datasets([Dataset.from_file(str(store.shard_file(shard))) for shard in range(len(records))])
-    temporary = output_dir.with_name(f".{output_dir.name}.merging")  # a merge killed midway leaves it; redone here
-    shutil.rmtree(temporary, ignore_errors=True)
-    merged.save_to_disk(str(temporary))
-    with open(temporary / ERRORS_FILE, "w") as errors:
-        for record in records:
-            errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
-    (temporary / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    os.replace(temporary, output_dir)
+    # An earlier output being overwritten (checked by `_check_output`) is replaced only once the new one is complete.
+    with atomic_output_dir(output_dir, overwrite=True) as staging:
+        merged.save_to_disk(str(staging))
+        with open(staging / ERRORS_FILE, "w") as errors:
+            for record in records:
+                errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
+        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 
 
 def distributed_state(device: str | None = None, **kwargs) -> PartialState:
@@ -580,8 +581,7 @@ def tokenize_to_disk(
     state.wait_for_everyone()
     # 2. The main process clears or prepares the work folder.
     if state.is_main_process:
-        if overwrite:
-            shutil.rmtree(output_dir, ignore_errors=True)
+        if overwrite:  # a partial run is discarded; the earlier output stays until the new one replaces it
             shutil.rmtree(store.work_dir, ignore_errors=True)
         store.start(run)
     state.wait_for_everyone()

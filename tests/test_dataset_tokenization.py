@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset, Features, Value, load_from_disk
 from datasets import Image as ImageFeature
 
-from seed_hf import SeedImageProcessor
+from seed_hf import SeedImageProcessor, dataset_tokenization
 from seed_hf.cli import main
 from seed_hf.dataset_tokenization import (
     ERRORS_FILE,
@@ -164,13 +164,22 @@ def test_resume_after_interruption_equals_uninterrupted(model_dir, image_folder,
     assert not work_dir.exists()
 
 
-def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, capsys):
+def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, capsys, monkeypatch):
     output = tmp_path / "codes"
     arguments = [image_folder, "--model", model_dir, "-o", output]
     assert tokenize_cli(*arguments) == 0
     assert tokenize_cli(*arguments) == 1
     assert "pass --overwrite" in capsys.readouterr().err
     assert tokenize_cli(*arguments, "--overwrite") == 0
+
+    # an overwrite that fails midway keeps the earlier output: it is replaced only by a complete new one
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(dataset_tokenization, "_tokenize_shards", disk_full)
+    assert tokenize_cli(*arguments, "--overwrite") == 1
+    assert load_from_disk(str(output)).num_rows > 0
+    monkeypatch.undo()
 
     unrelated = tmp_path / "unrelated"
     unrelated.mkdir()
