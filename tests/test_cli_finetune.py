@@ -70,6 +70,8 @@ def test_model_must_be_seed_opt(folders):
         finetune(folders, "seed-tokenizer", "codes")
     with pytest.raises(ValueError, match=r"'opt' model, expected a SEED-OPT model \('seed_opt'\)"):
         finetune(folders, "opt", "codes")
+    with pytest.raises(ValueError, match=r"--model .*/codes has no config.json: expected a SEED-OPT folder"):
+        finetune(folders, "codes", "codes")
 
 
 def test_dataset_columns_are_checked_before_training(folders):

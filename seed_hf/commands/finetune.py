@@ -68,6 +68,10 @@ def check_local_path(path: str, option: str) -> None:
 
 def check_seed_opt_config(model: str) -> SeedOPTConfig:
     """The config of `--model`, which must be a SEED-OPT folder (or Hub id), not a SEED tokenizer or a plain OPT."""
+    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        raise ValueError(
+            f"--model {model} has no config.json: expected a SEED-OPT folder (conversion_scripts/build_seed_opt.py)"
+        )
     config = AutoConfig.from_pretrained(model)
     if isinstance(config, SeedOPTConfig):
         return config
