@@ -131,7 +131,7 @@ def test_readme_snippets_run(index, readme_folder):
     torch.manual_seed(0)
     code = snippet.replace("your-org/", "")
     exec(compile(code, f"README snippet in {heading!r}", "exec"), {"__name__": "__readme__"})
-    assert readme_folder == [name for name in re.findall(r'push_to_hub\("your-org/([^"]+)"', snippet)]
+    assert readme_folder == re.findall(r'push_to_hub\("your-org/([^"]+)"', snippet)
 
 
 @pytest.mark.parametrize("card", CARDS, ids=lambda card: card.stem)
