@@ -4,18 +4,33 @@ Every TrainingArguments option is accepted as is (`--output_dir`, `--learning_ra
 `--per_device_train_batch_size`, `--use_cpu`, ...). The dataset is a folder written by `Dataset.save_to_disk`
 (e.g. by `seed-hf tokenize`, with a `codes` column) or anything `datasets.load_dataset` reads (an image folder with
 captions, parquet, JSON lines). The adapter (LoRA weights and the new token rows) and the processor are saved to
-`--output_dir`; load them with `PeftModel.from_pretrained(model, output_dir)`.
+`--output_dir`; load them with `PeftModel.from_pretrained(model, output_dir)`. The model folder and the dataset's
+columns are checked before training starts. Training arguments are written as `training_args.json`, not pickled;
+checkpoints (`--save_strategy`, `--save_steps`) still hold Trainer's own pickles for `--resume_from_checkpoint`
+(`optimizer.pt`, `scheduler.pt`, `rng_state.pth`).
 """
 
 import argparse
-import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from datasets import Dataset
 from peft import get_peft_model
-from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
 from ..dataset_tokenization import load_input_dataset
 from ..modeling_seed_opt import SeedOPTForConditionalGeneration
+from ..processing_seed import SeedProcessor
 from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
 
 
@@ -41,10 +56,94 @@ def argument_parser(**kwargs) -> HfArgumentParser:
     return HfArgumentParser((FinetuneArguments, TrainingArguments), **kwargs)
 
 
+def check_local_path(path: str, option: str) -> None:
+    """
+    Raise `FileNotFoundError` for a path that looks local (`./x`, `/x`, `~/x`, `a/b/c`) but does not exist, instead
+    of letting it be tried as a Hub id.
+    """
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1
+    if looks_local and not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"{option} {path}: no such file or folder")
+
+
+def check_seed_opt_config(model: str) -> SeedOPTConfig:
+    """The config of `--model`, which must be a SEED-OPT folder (or Hub id), not a SEED tokenizer or a plain OPT."""
+    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        raise ValueError(
+            f"--model {model} has no config.json: expected a SEED-OPT folder (conversion_scripts/build_seed_opt.py)"
+        )
+    config = AutoConfig.from_pretrained(model)
+    if isinstance(config, SeedOPTConfig):
+        return config
+    if isinstance(config, SeedVisionTokenizerConfig):
+        hint = (
+            "it is the SEED image tokenizer; build SEED-OPT from it and OPT with conversion_scripts/build_seed_opt.py"
+        )
+    else:
+        hint = "build SEED-OPT from an OPT model and the SEED tokenizer with conversion_scripts/build_seed_opt.py"
+    raise ValueError(
+        f"--model {model} holds a {config.model_type!r} model, expected a SEED-OPT model ({SeedOPTConfig.model_type!r}): "
+        f"{hint}"
+    )
+
+
+def check_columns(dataset: Dataset, arguments: FinetuneArguments, config: SeedOPTConfig) -> None:
+    """The dataset has captions and, per row, codes or images; images need the SEED tokenizer inside the model."""
+    columns = dataset.column_names
+    if arguments.text_column not in columns:
+        raise ValueError(
+            f"--dataset {arguments.dataset} has no caption column {arguments.text_column!r} (columns: {columns}); "
+            "name it with --text_column"
+        )
+    if arguments.codes_column in columns:
+        return
+    if arguments.image_column not in columns:
+        raise ValueError(
+            f"--dataset {arguments.dataset} needs a {arguments.codes_column!r} column of SEED codes or an "
+            f"{arguments.image_column!r} column of images (columns: {columns}); name them with --codes_column or "
+            "--image_column"
+        )
+    if config.vision_config is None:
+        raise ValueError(
+            f"--dataset {arguments.dataset} holds images but --model {arguments.model} has no SEED tokenizer to read "
+            "them: turn the images into codes first with `seed-hf tokenize`"
+        )
+
+
+def replace_pickled_training_arguments(folder: str | Path, training_arguments: TrainingArguments) -> None:
+    """Trainer pickles its arguments into `training_args.bin`; keep them as `training_args.json` instead."""
+    folder = Path(folder)
+    (folder / "training_args.json").write_text(training_arguments.to_json_string())
+    (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+
+
+class TrainingArgumentsAsJson(TrainerCallback):
+    """Applies [`replace_pickled_training_arguments`] to each checkpoint Trainer writes."""
+
+    def on_save(self, args: TrainingArguments, state, control, **kwargs):
+        if args.should_save:
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            replace_pickled_training_arguments(checkpoint, args)
+
+
 def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> Trainer:
-    """Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`."""
+    """
+    Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`. The model and the
+    dataset are checked first: a missing local path raises `FileNotFoundError`, a model that is not SEED-OPT or a
+    dataset without the needed columns raises `ValueError`.
+    """
+    check_local_path(arguments.model, "--model")
+    check_local_path(arguments.dataset, "--dataset")
+    config = check_seed_opt_config(arguments.model)
+    dataset = load_input_dataset(arguments.dataset, arguments.split)[0]
+    check_columns(dataset, arguments, config)
     processor = AutoProcessor.from_pretrained(arguments.model)
-    model = SeedOPTForConditionalGeneration.from_pretrained(arguments.model, use_safetensors=True)
+    if not isinstance(processor, SeedProcessor):
+        raise ValueError(
+            f"--model {arguments.model} has no SEED-OPT processor (processor_config.json); "
+            "conversion_scripts/build_seed_opt.py writes one"
+        )
+    model = SeedOPTForConditionalGeneration.from_pretrained(arguments.model, config=config, use_safetensors=True)
     collator = SeedOPTDataCollator(
         processor.tokenizer,
         model.config,
@@ -67,13 +166,16 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
     trainer = Trainer(
         model=get_peft_model(model, lora_config),
         args=training_arguments,
-        train_dataset=load_input_dataset(arguments.dataset, arguments.split)[0],
+        train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
+        callbacks=[TrainingArgumentsAsJson()],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
     trainer.save_model(training_arguments.output_dir)
     trainer.save_state()  # trainer_state.json: the loss history, next to the adapter
+    if training_arguments.should_save:
+        replace_pickled_training_arguments(training_arguments.output_dir, training_arguments)
     # Under a multi-process launch, leave together and close the process group: a rank that exits while another
     # still holds the connection aborts the whole launch.
     trainer.accelerator.wait_for_everyone()
@@ -94,11 +196,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     values = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
     arguments, training_arguments = argument_parser().parse_dict(values)
-    try:
-        finetune(arguments, training_arguments)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    finetune(arguments, training_arguments)
     print(f"wrote the adapter to {training_arguments.output_dir}")
     return 0
 
