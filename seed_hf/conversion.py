@@ -425,9 +425,11 @@ def _read_blip2_vision_config(folder: Path) -> dict:
     return {field: vision[field] for field in _BLIP2_VISION_FIELDS if field in vision}
 
 
-def _load_blip2_vision(folder: Path, config: SeedVisionTokenizerConfig) -> dict[str, torch.Tensor]:
-    """Vision tower weights from a transformers BLIP-2 checkpoint folder (safetensors), `ln_vision` excluded."""
-    blip2_vision = _read_blip2_vision_config(folder)
+def _load_blip2_vision(
+    folder: Path, blip2_vision: Mapping, config: SeedVisionTokenizerConfig
+) -> dict[str, torch.Tensor]:
+    """Vision tower weights from a transformers BLIP-2 checkpoint folder (safetensors), `ln_vision` excluded;
+    `blip2_vision` holds the sizes of its config, which must be those of `config`."""
     for field, value in blip2_vision.items():
         if value != getattr(config.vision_config, field):
             raise ConversionError(
@@ -523,7 +525,7 @@ def convert_original_checkpoint(
     _check_weight_values(original, skipped_keys)
     skipped += skipped_keys
     if vision_from:
-        converted.update(_load_blip2_vision(vision_from, config))
+        converted.update(_load_blip2_vision(vision_from, blip2_vision, config))
 
     with torch.device("meta"):
         model = SeedVisionTokenizer(config)

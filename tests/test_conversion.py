@@ -20,6 +20,7 @@ from seed_hf.conversion import (
     check_against_model,
     convert_original_checkpoint,
     convert_state_dict,
+    infer_config,
     load_original_file,
 )
 from seed_hf.modeling_seed_vision_tokenizer import SeedVisionTokenizer
@@ -165,6 +166,14 @@ def test_released_size_keys_map_onto_default_config():
     assert all(key.endswith("position_ids") for key in skipped)
     parameter_count = sum(t.numel() for t in converted_state.values())
     assert 1.0e9 < parameter_count < 1.3e9
+
+    # The shapes alone give the released sizes, also from an EVA-CLIP file with its 40th block and head.
+    assert config_sizes(infer_config(original)[0]) == config_sizes(config)
+    eva_clip = {**original, "norm.weight": torch.empty(1408, device="meta")}
+    eva_clip.update(
+        {key.replace("blocks.0.", "blocks.39."): t for key, t in original.items() if key.startswith("blocks.0.")}
+    )
+    assert infer_config(eva_clip)[0].vision_config.num_hidden_layers == 39
 
 
 # Original-format files with training-only entries and a few traps; built from a fixture copy.
@@ -480,7 +489,9 @@ def test_command_line_error_is_one_message(tmp_path):
     """The conversion script goes through the `seed-hf` top level: the message and a non-zero exit status."""
     script = REPO_ROOT / "conversion_scripts" / "convert_seed_original_to_hf.py"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(script), "--original-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    arguments = ["--original-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode != 0
     assert f"No such folder: {tmp_path / 'missing'}" in result.stderr
