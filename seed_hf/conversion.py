@@ -111,7 +111,7 @@ _BLIP2_VISION_FIELDS = (
 
 
 class ConversionError(ValueError):
-    """The original checkpoint does not fit the model: names every missing, unknown or mis-shaped weight."""
+    """The original checkpoint cannot be read or does not fit the model; the message says which file or weights."""
 
 
 @dataclasses.dataclass
@@ -513,13 +513,14 @@ def convert_original_checkpoint(
     names = [name for name in ORIGINAL_FILES if not (vision_from and name == "eva_vit_g.pth")]
     _check_original_dir(original_dir, names)
     _check_output_parent(output_dir)
-    if not isinstance(config, SeedVisionTokenizerConfig):
+    infer = not isinstance(config, SeedVisionTokenizerConfig)
+    if infer:  # before the slow loading
         check_config_overrides(config or {})
     blip2_vision = _read_blip2_vision_config(vision_from) if vision_from else None
 
     original, skipped = _load_original_files(original_dir, names)
     assumed = []
-    if not isinstance(config, SeedVisionTokenizerConfig):
+    if infer:
         config, assumed = infer_config(original, config, blip2_vision)
     converted, skipped_keys = convert_state_dict(original, config)
     _check_weight_values(original, skipped_keys)
