@@ -3,11 +3,6 @@
 import argparse
 import json
 
-import torch
-
-from ..conversion import convert_original_checkpoint
-from ..utils import bundled_model_card
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("convert", help="convert the original SEED v1 release", description=__doc__)
@@ -38,6 +33,12 @@ def _read_config_overrides(path: str) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here so that `seed-hf --help` does not pay for torch and the model code.
+    import torch
+
+    from ..conversion import convert_original_checkpoint
+    from ..utils import bundled_model_card
+
     result = convert_original_checkpoint(
         args.original_dir,
         args.output,
