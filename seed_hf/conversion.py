@@ -135,7 +135,7 @@ class ConversionResult:
 
 def _first_few(items: list[str], limit: int = 3) -> str:
     """`items` joined, cut after `limit` with a count of the rest: an error about a 1 B-parameter model stays short."""
-    shown = ", ".join(items[:limit])
+    shown = "; ".join(items[:limit])
     return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
 
 
@@ -222,12 +222,12 @@ def check_against_model(converted: Mapping[str, torch.Tensor], model: torch.nn.M
     ]
     if missing or unexpected or misshaped:
         parts = [
-            f"{len(names)} {kind} ({_first_few(names)})"
+            f"{len(names)} {kind}: {_first_few(names)}"
             for kind, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
             if names
         ]
         raise ConversionError(
-            f"The checkpoint does not fit the config: {'; '.join(parts)}. Hint: leave the sizes out of the config "
+            f"The checkpoint does not fit the config. {'. '.join(parts)}. Hint: leave the sizes out of the config "
             "(give only head counts and epsilons) so that they are read from the checkpoint, and check that the "
             "files come from one release."
         )
