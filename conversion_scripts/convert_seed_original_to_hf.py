@@ -5,7 +5,7 @@ python conversion_scripts/convert_seed_original_to_hf.py --original-dir SEED_REL
 
 import sys
 
-from seed_hf.commands.convert import main
+from seed_hf.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["convert", *sys.argv[1:]]))

@@ -1,7 +1,11 @@
 """Conversion of the original release, and parity with the original SEED v1 code."""
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +15,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModel
 
 from seed_hf import SeedVisionTokenizerConfig
-from seed_hf.commands.convert import main as convert_main
+from seed_hf.cli import main as cli_main
 from seed_hf.conversion import (
     ConversionError,
     check_against_model,
     convert_original_checkpoint,
     convert_state_dict,
+    infer_config,
     load_original_file,
 )
 from seed_hf.modeling_seed_vision_tokenizer import SeedVisionTokenizer
@@ -29,14 +34,35 @@ needs_parity = pytest.mark.skipif(
     not FIXTURES, reason="no parity data: ../shared/parity and tests/fixtures/parity are absent"
 )
 COMPARED = ("image_embeds", "causal_query_output", "quantized", "generation_embeds")
+# The config values that no weight shape determines.
+NOT_IN_SHAPES = [
+    ("vision_config", "num_attention_heads"),
+    ("vision_config", "layer_norm_eps"),
+    ("qformer_config", "num_attention_heads"),
+    ("qformer_config", "layer_norm_eps"),
+    (None, "decoder_num_attention_heads"),
+    (None, "decoder_layer_norm_eps"),
+    (None, "vision_ln_eps"),
+]
+
+
+def beyond_shapes(fixture: Path) -> dict:
+    """The `--config` a fixture needs: only its values that no shape determines and that differ from the release."""
+    fixture_config, released = parity_config(fixture), SeedVisionTokenizerConfig()
+    overrides = {}
+    for sub_config, field in NOT_IN_SHAPES:
+        value = getattr(getattr(fixture_config, sub_config) if sub_config else fixture_config, field)
+        if value != getattr(getattr(released, sub_config) if sub_config else released, field):
+            (overrides.setdefault(sub_config, {}) if sub_config else overrides)[field] = value
+    return overrides
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=lambda p: p.name)
 def converted(request, tmp_path_factory):
-    """A parity fixture converted once per module: (fixture dir, output dir, expected tensors)."""
+    """A parity fixture converted once per module, its sizes read from the shapes: (fixture, output, expected)."""
     fixture = request.param
     output = tmp_path_factory.mktemp("converted") / fixture.name
-    convert_original_checkpoint(fixture, output, parity_config(fixture))
+    convert_original_checkpoint(fixture, output, beyond_shapes(fixture))
     return fixture, output, load_file(fixture / "expected.safetensors")
 
 
@@ -91,6 +117,36 @@ def test_converted_folder_holds_only_safetensors_json_and_code(converted):
     )
 
 
+def flatten(values: dict) -> dict:
+    """`{"vision_config": {"hidden_size": 8}}` -> `{"vision_config.hidden_size": 8}`."""
+    flat = {}
+    for key, value in values.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        flat.update({f"{key}.{name}" if name else key: item for name, item in items})
+    return flat
+
+
+def config_sizes(config: SeedVisionTokenizerConfig) -> dict:
+    """Every value of a config but its bookkeeping (name, dtype, auto_map, ...), sub-configs flattened."""
+    bookkeeping = {"_name_or_path", "architectures", "auto_map", "dtype", "transformers_version"}
+    return {key: value for key, value in flatten(config.to_dict()).items() if not bookkeeping & set(key.split("."))}
+
+
+@needs_parity
+def test_sizes_are_read_from_the_checkpoint(converted, tmp_path):
+    """With no config at all every size comes from the shapes; only head counts and epsilons are the released ones."""
+    fixture, output, _ = converted
+    expected = config_sizes(parity_config(fixture))
+    assert config_sizes(AutoModel.from_pretrained(output).config) == expected
+
+    result = convert_original_checkpoint(fixture, tmp_path / "out")
+    differing = {key for key, value in config_sizes(result.config).items() if expected[key] != value}
+    assert differing == set(flatten(beyond_shapes(fixture)))
+    released = SeedVisionTokenizerConfig()
+    assert f"vision_config.num_attention_heads={released.vision_config.num_attention_heads}" in result.assumed
+    assert len(result.assumed) == len(NOT_IN_SHAPES)
+
+
 @needs_parity
 def test_released_size_keys_map_onto_default_config():
     """Every key and shape of the real release fits the default config, proven without allocating memory."""
@@ -111,6 +167,14 @@ def test_released_size_keys_map_onto_default_config():
     assert all(key.endswith("position_ids") for key in skipped)
     parameter_count = sum(t.numel() for t in converted_state.values())
     assert 1.0e9 < parameter_count < 1.3e9
+
+    # The shapes alone give the released sizes, also from an EVA-CLIP file with its 40th block and head.
+    assert config_sizes(infer_config(original)[0]) == config_sizes(config)
+    eva_clip = {**original, "norm.weight": torch.empty(1408, device="meta")}
+    eva_clip.update(
+        {key.replace("blocks.0.", "blocks.39."): t for key, t in original.items() if key.startswith("blocks.0.")}
+    )
+    assert infer_config(eva_clip)[0].vision_config.num_hidden_layers == 39
 
 
 # Original-format files with training-only entries and a few traps; built from a fixture copy.
@@ -163,7 +227,7 @@ def test_training_only_entries_are_skipped_and_reported(original_copy, tmp_path)
     _edit(copy / "eva_vit_g.pth", add_vision_extras)
     _edit(copy / "causal_qformer.pth", add_qformer_extras)
     output = tmp_path / "converted"
-    skipped = convert_original_checkpoint(copy, output, config)
+    skipped = convert_original_checkpoint(copy, output, config).skipped
 
     assert f"blocks.{extra_block}.attn.qkv.weight" in skipped
     for name in ("norm.weight", "head.weight", "Qformer.cls.predictions.bias", "temp", "causal_qformer.pth:optimizer"):
@@ -188,14 +252,18 @@ def test_unknown_key_is_named(original_copy, tmp_path):
 def test_missing_weight_is_named(original_copy, tmp_path):
     source, copy = original_copy
     _edit(copy / "seed_tokenizer.pth", lambda state, _: state.pop("distill_text_proj.bias"))
-    with pytest.raises(ConversionError, match=r"missing weight decoder\.projection\.bias"):
+    with pytest.raises(ConversionError, match=r"1 missing: decoder\.projection\.bias \(768,\)\. Hint"):
         convert_original_checkpoint(copy, tmp_path / "out", parity_config(source))
 
 
-def test_wrong_config_names_shapes(original_copy, tmp_path):
+def test_mismatch_is_summarised(original_copy, tmp_path):
+    """A config of the released sizes against the small fixture: counts, a few names and a hint, not 800 lines."""
     _, copy = original_copy
-    with pytest.raises(ConversionError, match="shape of quantizer.encode_task_layer.0.weight"):
+    with pytest.raises(ConversionError) as error:
         convert_original_checkpoint(copy, tmp_path / "out", SeedVisionTokenizerConfig())
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 1200
+    assert re.search(r"\d+ missing: .* and \d+ more\. \d+ mis-shaped: .* and \d+ more\. Hint: ", message)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "text", "not_a_dict"])
@@ -225,20 +293,27 @@ def test_pickled_objects_are_never_loaded(tmp_path):
         load_original_file(target)
 
 
-def test_existing_output_needs_overwrite(original_copy, tmp_path, capsys):
-    source, copy = original_copy
-    config_file = tmp_path / "sizes.json"
-    config_file.write_text(parity_config(source).to_json_string())
+def test_existing_output_needs_overwrite(converted, tmp_path, capsys):
+    """Through the CLI, with only what the shapes cannot tell in --config."""
+    fixture, earlier, expected = converted
     output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("precious")
-    args = ["--original-dir", str(copy), "--output", str(output), "--config", str(config_file)]
-    assert convert_main(args) == 1
-    assert "--overwrite" in capsys.readouterr().err
-    assert (output / "keep.txt").read_text() == "precious"
-    assert convert_main([*args, "--overwrite"]) == 0
-    assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
-    # the conversion script copies the model card into the folder it writes
+    shutil.copytree(earlier, output)  # a folder this project wrote
+    earlier_config = (output / "config.json").stat().st_ino
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert_original_checkpoint(fixture, output, beyond_shapes(fixture))
+    assert (output / "config.json").stat().st_ino == earlier_config
+
+    config_file = tmp_path / "beyond_shapes.json"
+    config_file.write_text(json.dumps(beyond_shapes(fixture)))
+    args = ["convert", "--original-dir", str(fixture), "--output", str(output), "--config", str(config_file)]
+    assert cli_main([*args, "--overwrite"]) == 0
+    assert (output / "config.json").stat().st_ino != earlier_config
+    printed = capsys.readouterr().out
+    assert "released values assumed" in printed and "qformer_config.num_attention_heads=12" in printed
+    model = AutoModel.from_pretrained(output)
+    with torch.no_grad():
+        assert torch.equal(model.encode(expected["pixel_values"]), expected["codes"])
+    # the conversion copies the model card into the folder it writes
     assert (output / "README.md").read_text() == (REPO_ROOT / "model_cards" / "seed_tokenizer_v1.md").read_text()
 
 
@@ -256,13 +331,168 @@ def test_vision_tower_from_a_blip2_folder(converted, tmp_path):
     vision["vision_model.post_layernorm.weight"] = torch.zeros(reference.config.vision_config.hidden_size)
     vision["language_model.lm_head.weight"] = torch.zeros(2, 2)
     save_file(vision, blip2 / "model.safetensors")
-    (blip2 / "config.json").write_text(json.dumps({"vision_config": reference.config.vision_config.to_dict()}))
+    blip2_config = {"model_type": "blip-2", "vision_config": reference.config.vision_config.to_dict()}
+    (blip2 / "config.json").write_text(json.dumps(blip2_config))
     original = tmp_path / "original"
     original.mkdir()
     for name in ("causal_qformer.pth", "seed_tokenizer.pth"):
         shutil.copyfile(fixture / name, original / name)
 
-    convert_original_checkpoint(original, tmp_path / "out", reference.config, vision_from=blip2)
+    # no config: the vision sizes (heads too) come from the BLIP-2 config, the rest from the SEED files' shapes
+    result = convert_original_checkpoint(original, tmp_path / "out", vision_from=blip2)
+    assert not any(name.startswith("vision_config.") for name in result.assumed)
     model = AutoModel.from_pretrained(tmp_path / "out")
     with torch.no_grad():
         assert torch.equal(model.encode(expected["pixel_values"]), expected["codes"])
+
+
+# The converter's input (I10.7): legacy files, empty files, keys in two files, unusable values.
+
+
+def test_legacy_format_files_load(original_copy, tmp_path):
+    """Files written before torch 1.6's zip format load (still weights_only) and convert to the same codes."""
+    source, copy = original_copy
+    for path in copy.iterdir():
+        checkpoint = torch.load(path, weights_only=True)
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    convert_original_checkpoint(copy, tmp_path / "out", beyond_shapes(source))
+    expected = load_file(source / "expected.safetensors")
+    with torch.no_grad():
+        codes = AutoModel.from_pretrained(tmp_path / "out").encode(expected["pixel_values"])
+    assert torch.equal(codes, expected["codes"])
+
+
+def test_empty_file_says_so(original_copy, tmp_path):
+    _, copy = original_copy
+    (copy / "seed_tokenizer.pth").write_bytes(b"")
+    with pytest.raises(ConversionError, match=r"seed_tokenizer\.pth is empty \(0 bytes\)"):
+        convert_original_checkpoint(copy, tmp_path / "out")
+
+
+def test_key_in_two_files_is_an_error(original_copy, tmp_path):
+    """The same weight in two files is ambiguous: no file silently wins."""
+    _, copy = original_copy
+    query_tokens = torch.load(copy / "causal_qformer.pth", weights_only=True)["model"]["query_tokens"]
+    _edit(copy / "seed_tokenizer.pth", lambda state, _: state.update({"query_tokens": torch.zeros_like(query_tokens)}))
+    with pytest.raises(ConversionError, match=r"query_tokens \(causal_qformer\.pth and seed_tokenizer\.pth\)"):
+        convert_original_checkpoint(copy, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (float("nan"), "NaN or inf"),
+        (float("inf"), "NaN or inf"),
+        (None, r"not floating point: pos_embed_text \(torch.int64\)"),
+    ],
+)
+def test_unusable_weight_values_are_refused(original_copy, tmp_path, value, message):
+    _, copy = original_copy
+
+    def spoil(state, _):
+        if value is None:
+            state["pos_embed_text"] = state["pos_embed_text"].long()
+        else:
+            state["pos_embed_text"][0, 0, 0] = value
+
+    _edit(copy / "seed_tokenizer.pth", spoil)
+    with pytest.raises(ConversionError, match=f"{message}.*pos_embed_text" if value is not None else message):
+        convert_original_checkpoint(copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --config (I10.6): checked before anything is loaded, each problem in one line.
+
+
+@needs_parity
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"codebok_size": 8}, r"Unknown config keys: codebok_size \(did you mean codebook_size\?\)"),
+        (
+            {"vision_config": {"hiden_size": 8}},
+            r"vision_config\.hiden_size \(did you mean vision_config\.hidden_size\?\)",
+        ),
+        ([{"codebook_size": 8}], "JSON object of SeedVisionTokenizerConfig keyword arguments, not a list"),
+        ({"vision_config": 8}, "vision_config must be an object of Blip2VisionConfig keyword arguments, not a int"),
+        ({"codebook_size": "big"}, "Invalid config value: .*codebook_size.* expected int, got str"),
+        ({"qformer_config": {"num_attention_heads": 1.5}}, "Invalid config value: .*num_attention_heads"),
+    ],
+)
+def test_bad_config_is_one_clear_error(overrides, message, tmp_path):
+    with pytest.raises(ConversionError, match=message) as error:
+        convert_original_checkpoint(FIXTURES[0], tmp_path / "out", overrides)
+    assert "\n" not in str(error.value)
+
+
+# Where the converter reads and writes (I10.8): one clear exception each, before the slow part.
+
+
+def _blip2_folder(tmp_path: Path, config: dict | None) -> Path:
+    folder = tmp_path / "blip2"
+    folder.mkdir()
+    save_file({"vision_model.embeddings.class_embedding": torch.zeros(1, 1, 8)}, folder / "model.safetensors")
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@needs_parity
+@pytest.mark.parametrize(
+    "case, error_type, message",
+    [
+        ("no original dir", FileNotFoundError, r"No such folder: .*missing \(the original release: eva_vit_g\.pth"),
+        ("original dir is a file", NotADirectoryError, "is not a folder"),
+        ("a file missing", FileNotFoundError, r"lacks seed_tokenizer\.pth"),
+        ("output parent is a file", NotADirectoryError, r"Cannot write .*: .*a_file is not a folder"),
+        ("output parent read-only", PermissionError, r"Cannot write .*: permission denied in .*read_only"),
+        ("no vision-from folder", FileNotFoundError, "No such BLIP-2 checkpoint folder"),
+        (
+            "vision-from without config",
+            FileNotFoundError,
+            "not a transformers BLIP-2 checkpoint: it has no config.json",
+        ),
+        ("vision-from not BLIP-2", ConversionError, "model_type 'opt', expected 'blip-2'"),
+    ],
+)
+def test_input_and_output_problems_are_named(original_copy, tmp_path, monkeypatch, case, error_type, message):
+    _, copy = original_copy
+    original_dir, output, vision_from = copy, tmp_path / "out", None
+    if case == "no original dir":
+        original_dir = tmp_path / "missing"
+    elif case == "original dir is a file":
+        original_dir = copy / "eva_vit_g.pth"
+    elif case == "a file missing":
+        (copy / "seed_tokenizer.pth").unlink()
+    elif case == "output parent is a file":
+        (tmp_path / "a_file").write_text("")
+        output = tmp_path / "a_file" / "deeper" / "out"
+    elif case == "output parent read-only":
+        read_only = tmp_path / "read_only"
+        read_only.mkdir(mode=0o555)
+        output = read_only / "out"
+        if os.geteuid() == 0:  # root ignores permission bits: report the folder as a read-only mount would
+            access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and access(path, mode))
+    elif case == "no vision-from folder":
+        vision_from = tmp_path / "blip2"
+    elif case == "vision-from without config":
+        vision_from = _blip2_folder(tmp_path, None)
+    else:
+        vision_from = _blip2_folder(tmp_path, {"model_type": "opt"})
+    with pytest.raises(error_type, match=message) as error:
+        convert_original_checkpoint(original_dir, output, vision_from=vision_from)
+    assert "\n" not in str(error.value)
+    assert not output.exists()
+
+
+def test_command_line_error_is_one_message(tmp_path):
+    """The conversion script goes through the `seed-hf` top level: the message and a non-zero exit status."""
+    script = REPO_ROOT / "conversion_scripts" / "convert_seed_original_to_hf.py"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    arguments = ["--original-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert f"No such folder: {tmp_path / 'missing'}" in result.stderr

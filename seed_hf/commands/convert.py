@@ -2,16 +2,10 @@
 
 import argparse
 import json
-import sys
-
-import torch
-
-from ..configuration_seed import SeedVisionTokenizerConfig
-from ..conversion import ConversionError, convert_original_checkpoint
-from ..utils import bundled_model_card
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("convert", help="convert the original SEED v1 release", description=__doc__)
     parser.add_argument(
         "--original-dir", required=True, help="folder with eva_vit_g.pth, causal_qformer.pth, seed_tokenizer.pth"
     )
@@ -19,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, help="folder to write (config.json, model.safetensors, preprocessor_config.json)"
     )
     parser.add_argument(
-        "--config", help="JSON file of SeedVisionTokenizerConfig keyword arguments for non-default sizes"
+        "--config",
+        help="JSON file of SeedVisionTokenizerConfig keyword arguments (sub-configs as objects) for what the weight "
+        "shapes cannot tell, e.g. head counts; every size the shapes determine is read from the checkpoint",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype written")
     parser.add_argument("--vision-from", help="transformers BLIP-2 checkpoint folder to take the vision tower from")
@@ -27,37 +23,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def register(subparsers) -> None:
-    add_arguments(subparsers.add_parser("convert", help="convert the original SEED v1 release", description=__doc__))
+def _read_config_overrides(path: str) -> object:
+    """The JSON value in `path`, with the file named when it is not JSON (the converter checks what it holds)."""
+    with open(path) as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path} is not valid JSON ({error})") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = SeedVisionTokenizerConfig(**json.loads(open(args.config).read())) if args.config else None
-        skipped = convert_original_checkpoint(
-            args.original_dir,
-            args.output,
-            config=config,
-            overwrite=args.overwrite,
-            dtype=getattr(torch, args.dtype),
-            vision_from=args.vision_from,
-            model_card=bundled_model_card("seed_tokenizer_v1.md"),
-        )
-    except (ConversionError, FileExistsError, FileNotFoundError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if skipped:
-        print(f"skipped {len(skipped)} training-only entries: {', '.join(skipped)}")
+    # Imported here so that `seed-hf --help` does not pay for torch and the model code.
+    import torch
+
+    from ..conversion import convert_original_checkpoint
+    from ..utils import bundled_model_card
+
+    result = convert_original_checkpoint(
+        args.original_dir,
+        args.output,
+        config=_read_config_overrides(args.config) if args.config else None,
+        overwrite=args.overwrite,
+        dtype=getattr(torch, args.dtype),
+        vision_from=args.vision_from,
+        model_card=bundled_model_card("seed_tokenizer_v1.md"),
+    )
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} training-only entries: {', '.join(result.skipped)}")
+    if result.assumed:
+        print(f"released values assumed (no shape tells them; set them with --config): {', '.join(result.assumed)}")
     print(f"wrote {args.output}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seed-hf-convert", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
