@@ -17,12 +17,12 @@ from seed_hf import SeedImageProcessor, dataset_tokenization
 from seed_hf.cli import main
 from seed_hf.dataset_tokenization import (
     ERRORS_FILE,
-    SUMMARY_FILE,
     _ShardStore,
     image_source,
     tokenize_dataset,
     tokenize_to_disk,
 )
+from seed_hf.utils import TOKENIZE_SUMMARY_FILE
 
 from conftest import REPO_ROOT, tiny_tokenizer
 
@@ -81,7 +81,7 @@ def test_folder_with_bad_files_gives_summary_and_errors_file(model_dir, image_fo
 
     printed = capsys.readouterr().out
     assert f"read {NUM_GOOD + len(BAD_FILES)}, tokenized {NUM_GOOD}, failed {len(BAD_FILES)}" in printed
-    summary = json.loads((output / SUMMARY_FILE).read_text())
+    summary = json.loads((output / TOKENIZE_SUMMARY_FILE).read_text())
     assert (summary["read"], summary["tokenized"], summary["failed"]) == (13, 10, 3)
     reasons = {error["row_id"]: error["reason"] for error in errors(output)}
     assert reasons.keys() == BAD_FILES.keys()
@@ -169,7 +169,7 @@ def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, ca
     arguments = [image_folder, "--model", model_dir, "-o", output]
     assert tokenize_cli(*arguments) == 0
     assert tokenize_cli(*arguments) == 1
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "(--overwrite)" in capsys.readouterr().err
     assert tokenize_cli(*arguments, "--overwrite") == 0
 
     # an overwrite that fails midway keeps the earlier output: it is replaced only by a complete new one
@@ -185,7 +185,7 @@ def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, ca
     unrelated.mkdir()
     (unrelated / "keep.txt").write_text("precious")
     assert tokenize_cli(image_folder, "--model", model_dir, "-o", unrelated, "--overwrite") == 1
-    assert "refusing to delete" in capsys.readouterr().err
+    assert "is not a folder seed_hf wrote" in capsys.readouterr().err
     assert (unrelated / "keep.txt").exists()
 
     assert tokenize_cli(image_folder, "--model", model_dir, "-o", image_folder / "codes") == 1
