@@ -232,6 +232,7 @@ def test_existing_output_needs_overwrite(original_copy, tmp_path, capsys):
     output = tmp_path / "out"
     output.mkdir()
     (output / "keep.txt").write_text("precious")
+    (output / "config.json").write_text('{"model_type": "seed_vision_tokenizer"}')  # an earlier conversion
     args = ["--original-dir", str(copy), "--output", str(output), "--config", str(config_file)]
     assert convert_main(args) == 1
     assert "--overwrite" in capsys.readouterr().err
