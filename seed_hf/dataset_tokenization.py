@@ -341,7 +341,7 @@ def load_input_dataset(input_path: str, split: str | None = None) -> tuple[Datas
         dataset = load_dataset(DATA_FILE_BUILDERS[path.suffix], data_files=str(path))
     elif not path.exists() and looks_like_local_path(input_path):
         raise FileNotFoundError(f"No such file or folder: {input_path}")
-    elif path.exists() or looks_like_local_path(input_path):
+    elif path.exists():
         raise ValueError(
             f"Cannot read {input_path}: expected a dataset saved with save_to_disk, a {'/'.join(DATA_FILE_BUILDERS)} "
             "file, or a Hub dataset id"
@@ -374,10 +374,11 @@ def list_image_folder(folder: Path) -> tuple[list[str], dict[str, str]]:
             name = prefix + child.name
             try:
                 info = child.stat()  # of what a symbolic link points to
-            except FileNotFoundError:
-                failures[name] = f"broken symbolic link to {os.readlink(child.path)}"
             except OSError as error:
-                failures[name] = f"{type(error).__name__}: {error}"
+                if isinstance(error, FileNotFoundError) and child.is_symlink():
+                    failures[name] = f"broken symbolic link to {os.readlink(child.path)}"
+                else:  # a link loop, a file that vanished, no permission...
+                    failures[name] = f"{type(error).__name__}: {error}"
             else:
                 if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) in ancestors:
                     failures[name] = "symbolic link to a folder that encloses it (a loop): not followed"
