@@ -130,14 +130,14 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
         )
     if not output_dir.exists():
         return output_dir
-    if not overwrite:
-        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
     if any(output_dir.iterdir()) and not is_seed_hf_output(output_dir):
         raise FileExistsError(
-            f"{output_dir} is not a folder seed_hf wrote (it has no SEED config.json, tokenizer_config.json, "
-            f"model_index.json or {TOKENIZE_SUMMARY_FILE}), so --overwrite does not replace it and nothing was "
-            "deleted: choose another output or remove it yourself"
+            f"{output_dir} exists and is not a folder seed_hf wrote (it has no SEED config.json, "
+            f"tokenizer_config.json, model_index.json or {TOKENIZE_SUMMARY_FILE}), so it is never replaced, not even "
+            "with --overwrite: choose another output or remove it yourself"
         )
+    if not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
     return output_dir
 
 

@@ -53,9 +53,10 @@ def test_overwrite_refuses_any_other_folder(tmp_path):
     thesis.mkdir()
     (thesis / "thesis.tex").write_text("precious")
     (thesis / "config.json").write_text(json.dumps({"model_type": "opt"}))  # someone else's model
-    with pytest.raises(FileExistsError, match="is not a folder seed_hf wrote.*choose another output or remove it"):
-        with atomic_output_dir(thesis, overwrite=True) as staging:
-            write_output(staging, "new")
+    for overwrite in (False, True):  # said at once, not only after the user adds --overwrite
+        with pytest.raises(FileExistsError, match="is not a folder seed_hf wrote.*choose another output or remove it"):
+            with atomic_output_dir(thesis, overwrite) as staging:
+                write_output(staging, "new")
     assert sorted(path.name for path in thesis.iterdir()) == ["config.json", "thesis.tex"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["thesis"]  # no staging folder left
 
@@ -144,7 +145,7 @@ def test_later_run_restores_an_output_left_missing_by_a_kill(tmp_path, monkeypat
 
 def test_output_appearing_during_the_work_is_not_replaced(tmp_path):
     output = tmp_path / "model"
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="is not a folder seed_hf wrote"):
         with atomic_output_dir(output) as staging:
             write_output(staging, "new")
             output.mkdir()
