@@ -59,7 +59,9 @@ def register(subparsers) -> None:
         "--num-workers", type=int, default=0, help="processes decoding images ahead of the model (default: 0)"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output and discard a partial run"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (only one seed-hf wrote) and discard a partial run",
     )
     parser.set_defaults(run=run)
 
