@@ -7,16 +7,18 @@ Tokenize whole datasets with the SEED visual tokenizer.
   a distributed launch (accelerate, torchrun) tokenize its own shards, writes each shard under a temporary name and
   renames it, records it in a manifest so that a restart skips it, and finally merges the shards in order into a
   dataset saved with `save_to_disk`. An image that cannot be read is skipped, listed with the reason and counted;
-  it never stops the run.
+  it never stops the run. One run at a time writes an output: a second one refuses at once.
 """
 
 import io
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ import pyarrow as pa
 import torch
 import xxhash
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from datasets import (
     Dataset,
     DatasetDict,
@@ -37,14 +40,14 @@ from datasets import (
 )
 from datasets import Image as ImageFeature
 from datasets.fingerprint import Hasher
-from tqdm.auto import tqdm
+from datasets.utils import tqdm
+from huggingface_hub.utils import are_progress_bars_disabled
 
-from .utils import atomic_output_dir
+from .utils import TOKENIZE_SUMMARY_FILE, atomic_output_dir, check_output_dir, folder_lock, looks_like_local_path
 
 ROW_ID_COLUMN = "row_id"
 CODES_COLUMN = "codes"
 ERRORS_FILE = "errors.jsonl"
-SUMMARY_FILE = "tokenize_summary.json"
 # Files `load_dataset` reads by extension when INPUT is a single local file.
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 # Bump when the output layout changes, so that old partial runs and cached maps are not reused.
@@ -87,6 +90,8 @@ def load_image(value, base_dir: str | os.PathLike | None = None):
             raise ValueError("Expected an image cell with bytes or a path, got neither")
     if isinstance(value, (str, os.PathLike)):
         value = Path(base_dir or "", value)
+        if value.exists() and not value.is_file():  # a folder, or a FIFO that would block the read
+            raise ValueError(f"{value} is not a regular file")
     if isinstance(value, (Path, io.BytesIO)):
         with PIL.Image.open(value) as image:
             image.load()
@@ -257,6 +262,9 @@ class ImageSource:
             Folder that relative image paths are relative to.
         texts (`Dataset`, *optional*):
             Columns carried over to the output unchanged (captions...), one row per image.
+        failures (`dict[int, str]`, *optional*):
+            Rows known to be unreadable before any decoding (a broken link, a FIFO, a name that is not UTF-8...), with
+            the reason; they are listed in the errors file and never opened.
     """
 
     description: str
@@ -264,6 +272,7 @@ class ImageSource:
     images: Sequence
     base_dir: Path | None = None
     texts: Dataset | None = None
+    failures: dict[int, str] = field(default_factory=dict)
 
     def features(self, model_config) -> Features:
         features = Features({ROW_ID_COLUMN: Value("string" if isinstance(self.row_ids[0], str) else "int64")})
@@ -285,24 +294,21 @@ def image_source(
     text_columns: Sequence[str] = (),
 ) -> ImageSource:
     """
-    The rows of INPUT: an image folder (every file below it except hidden ones, sorted, id = relative path), a `.txt`
-    file list (one path per line, relative to the list's folder; id = the line), a dataset saved with
-    `save_to_disk`, a `.parquet` / `.csv` / `.json(l)` / `.arrow` file, or a Hub dataset id (id = row index).
+    The rows of INPUT: an image folder (every file below it except hidden ones, sorted, id = relative path; see
+    [`list_image_folder`]), a `.txt` file list (one path per line, relative to the list's folder; id = the line), a
+    dataset saved with `save_to_disk`, a `.parquet` / `.csv` / `.json(l)` / `.arrow` file, or a Hub dataset id (id =
+    row index). A file name that is not UTF-8 becomes a failed row, its id written with `\\x..` escapes.
     """
     path = Path(input_path)
     if path.is_dir() and not is_saved_dataset(path):
         if text_columns:
             raise ValueError(f"{input_path} is an image folder, which has no text columns to carry over")
-        files = sorted(
-            file.relative_to(path).as_posix()
-            for file in path.rglob("*")
-            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
-        )
-        return _file_source(f"image folder {path.resolve()}", files, path)
+        files, failures = list_image_folder(path)
+        return _file_source(f"image folder {path.resolve()}", files, path, failures)
     if path.is_file() and path.suffix == ".txt":
         if text_columns:
             raise ValueError(f"{input_path} is a file list, which has no text columns to carry over")
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        lines = [line.strip() for line in path.read_text(errors="surrogateescape").splitlines()]
         return _file_source(f"file list {path.resolve()}", [line for line in lines if line], path.parent)
 
     dataset, split = load_input_dataset(input_path, split)
@@ -333,7 +339,9 @@ def load_input_dataset(input_path: str, split: str | None = None) -> tuple[Datas
         dataset = load_from_disk(str(path))
     elif path.is_file() and path.suffix in DATA_FILE_BUILDERS:
         dataset = load_dataset(DATA_FILE_BUILDERS[path.suffix], data_files=str(path))
-    elif path.exists() or input_path.startswith((".", "/", "~")) or input_path.count("/") > 1:
+    elif not path.exists() and looks_like_local_path(input_path):
+        raise FileNotFoundError(f"No such file or folder: {input_path}")
+    elif path.exists():
         raise ValueError(
             f"Cannot read {input_path}: expected a dataset saved with save_to_disk, a {'/'.join(DATA_FILE_BUILDERS)} "
             "file, or a Hub dataset id"
@@ -350,10 +358,63 @@ def load_input_dataset(input_path: str, split: str | None = None) -> tuple[Datas
     return dataset[split], split
 
 
-def _file_source(description: str, entries: list[str], base_dir: Path) -> ImageSource:
+def list_image_folder(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """
+    Every entry below `folder` that is a row (relative POSIX paths, sorted; hidden files and folders left out), and why
+    the entries that cannot be images are not read: broken symbolic links, FIFOs and other special files (never
+    opened, so a FIFO cannot block the run), links to an enclosing folder (a loop) and unreadable folders. Symbolic
+    links to files and to folders are followed.
+    """
+    entries, failures = [], {}
+
+    def visit(directory: str, prefix: str, ancestors: frozenset) -> None:
+        with os.scandir(directory) as children:
+            children = [child for child in children if not child.name.startswith(".")]
+        for child in children:
+            name = prefix + child.name
+            try:
+                info = child.stat()  # of what a symbolic link points to
+            except OSError as error:
+                if isinstance(error, FileNotFoundError) and child.is_symlink():
+                    failures[name] = f"broken symbolic link to {os.readlink(child.path)}"
+                else:  # a link loop, a file that vanished, no permission...
+                    failures[name] = f"{type(error).__name__}: {error}"
+            else:
+                if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) in ancestors:
+                    failures[name] = "symbolic link to a folder that encloses it (a loop): not followed"
+                elif stat.S_ISDIR(info.st_mode):
+                    try:
+                        visit(child.path, name + "/", ancestors | {(info.st_dev, info.st_ino)})
+                        continue  # a folder is a row only when it cannot be listed
+                    except OSError as error:
+                        failures[name] = f"{type(error).__name__}: {error}"
+                elif not stat.S_ISREG(info.st_mode):
+                    failures[name] = "not a regular file (a FIFO, socket or device): not read"
+            entries.append(name)
+
+    root = os.stat(folder)
+    visit(str(folder), "", frozenset({(root.st_dev, root.st_ino)}))
+    return sorted(entries), failures
+
+
+def _file_source(description: str, entries: list[str], base_dir: Path, failures: dict | None = None) -> ImageSource:
+    """Rows of files, with the `failures` known so far (entry -> reason) and those whose name is not UTF-8."""
     if not entries:
         raise ValueError(f"No images to tokenize in the {description}")
-    return ImageSource(description=description, row_ids=entries, images=entries, base_dir=base_dir)
+    failures = dict(failures or {})
+    row_ids = []
+    for entry in entries:
+        # A name read from a file system or a list that is not UTF-8 holds surrogate escapes, which Arrow cannot store.
+        row_ids.append(entry.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+        if row_ids[-1] != entry:
+            failures.setdefault(entry, "file name is not valid UTF-8, so it cannot be a row id: rename the file")
+    return ImageSource(
+        description=description,
+        row_ids=row_ids,
+        images=entries,
+        base_dir=base_dir,
+        failures={index: failures[entry] for index, entry in enumerate(entries) if entry in failures},
+    )
 
 
 @dataclass
@@ -391,6 +452,8 @@ class _ImageRows(torch.utils.data.Dataset):
         return len(self.source.row_ids)
 
     def __getitem__(self, index):
+        if index in self.source.failures:
+            return index, (None, self.source.failures[index])
         return index, prepare_image(self.source.images[index], self.image_processor, self.source.base_dir)
 
 
@@ -433,8 +496,8 @@ class _ShardStore:
         return self.work_dir / "manifest" / f"{shard:05d}.json"
 
     def check_resumable(self, run: dict) -> None:
-        """Raise unless the work folder is absent or belongs to a run with these exact settings."""
-        if not self.work_dir.exists():
+        """Raise unless the work folder is absent, empty or belongs to a run with these exact settings."""
+        if not self.work_dir.exists() or not any(self.work_dir.iterdir()):
             return
         if not self.run_file.is_file():
             raise FileExistsError(f"{self.work_dir} exists but is not a partial seed-hf tokenize run; remove it")
@@ -445,6 +508,14 @@ class _ShardStore:
                 f"{self.work_dir} holds a partial run with other settings ({', '.join(changed)}); "
                 "pass --overwrite to start over"
             )
+
+    def clear(self) -> None:
+        """Delete what a discarded run wrote, keeping the work folder itself (the run's lock is on it)."""
+        for entry in self.work_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def start(self, run: dict) -> None:
         for folder in ("shards", "manifest"):
@@ -481,25 +552,32 @@ def _shard_table(source: ImageSource, features: Features, start: int, codes: lis
     return pa.Table.from_pydict(columns, schema=features.arrow_schema)
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
-    if not output_dir.exists():
-        return
-    if not overwrite:
-        raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
-    if not (output_dir / SUMMARY_FILE).is_file() and any(output_dir.iterdir()):
-        raise FileExistsError(f"{output_dir} is not the output of seed-hf tokenize; refusing to delete it")
-
-
-def _merge(store: _ShardStore, output_dir: Path, records: list[dict], summary: dict) -> None:
+def _merge(store: _ShardStore, output_dir: Path, overwrite: bool, records: list[dict], summary: dict) -> None:
     """Concatenate the shards in order into `output_dir` (`save_to_disk` layout), with the errors and summary files."""
     merged = concatenate_datasets([Dataset.from_file(str(store.shard_file(shard))) for shard in range(len(records))])
-    # An earlier output being overwritten (checked by `_check_output`) is replaced only once the new one is complete.
-    with atomic_output_dir(output_dir, overwrite=True) as staging:
+    # An earlier output being overwritten is replaced only once the new one is complete.
+    with atomic_output_dir(output_dir, overwrite) as staging:
         merged.save_to_disk(str(staging))
         with open(staging / ERRORS_FILE, "w") as errors:
             for record in records:
                 errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        (staging / TOKENIZE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def _raise_on_every_process(state: PartialState, check) -> None:
+    """
+    Call `check()` on the main process only and raise the `ValueError` or `OSError` it raises on every process, so that
+    all processes stop together instead of waiting at the next barrier for one that failed.
+    """
+    error = None
+    if state.is_main_process:
+        try:
+            check()
+        except (ValueError, OSError) as caught:
+            error = caught
+    [error] = broadcast_object_list([error])
+    if error is not None:
+        raise error
 
 
 def distributed_state(device: str | None = None, **kwargs) -> PartialState:
@@ -532,7 +610,8 @@ def tokenize_to_disk(
     manifest; a new run with the same settings skips recorded shards. When all are done, the main process merges them
     in order into `output_dir` with `save_to_disk`, adds `errors.jsonl` (row id and reason for each unreadable image)
     and `tokenize_summary.json`, and removes `OUT.partial`. Codes do not depend on the number of processes: each shard
-    is cut into the same batches whoever runs it.
+    is cut into the same batches whoever runs it. The main process holds a lock on `OUT.partial` for the whole run, so
+    a second run on the same output raises `BlockingIOError` at once.
 
     Args:
         source ([`ImageSource`]):
@@ -550,11 +629,13 @@ def tokenize_to_disk(
         num_workers (`int`, *optional*, defaults to 0):
             `DataLoader` processes that decode and preprocess images ahead of the model (worth it on GPUs).
         overwrite (`bool`, *optional*, defaults to `False`):
-            Delete an existing output and any partial run first.
+            Replace an existing output (only a folder seed_hf wrote: see [`~utils.check_output_dir`]) and discard any
+            partial run.
         state (`accelerate.PartialState`, *optional*):
             The distributed state; [`distributed_state`] when `None`.
         progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar (images/s) on the main process.
+            Show a progress bar (images/s) on the main process, unless `datasets.disable_progress_bars()` or
+            `HF_HUB_DISABLE_PROGRESS_BARS` turned progress bars off.
 
     Returns:
         [`TokenizeSummary`]; the same on every process.
@@ -574,45 +655,59 @@ def tokenize_to_disk(
         "model": model_fingerprint(model),
         "image_processor": image_processor.to_json_string(),
     }
-    # 1. Every process checks (nothing is changed yet, so they all see the same and fail alike).
-    _check_output(output_dir, overwrite)
-    if not overwrite:
-        store.check_resumable(run)
-    state.wait_for_everyone()
-    # 2. The main process clears or prepares the work folder.
-    if state.is_main_process:
-        if overwrite:  # a partial run is discarded; the earlier output stays until the new one replaces it
-            shutil.rmtree(store.work_dir, ignore_errors=True)
-        store.start(run)
-    state.wait_for_everyone()
-    # 3. Everyone lists the pending shards before anyone writes one, then tokenizes its round-robin share.
-    pending = [shard for shard, done in enumerate(store.done(len(bounds))) if not done]
-    state.wait_for_everyone()
-    started = time.perf_counter()
-    mine = {shard: bounds[shard] for shard in pending[state.process_index :: state.num_processes]}
-    with tqdm(
-        total=sum(stop - start for start, stop in mine.values()),
-        unit="img",
-        desc="tokenizing" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
-        disable=not (progress and state.is_main_process),
-    ) as bar:
-        _tokenize_shards(source, store, mine, model, image_processor, batch_size, num_workers, bar)
-    # 4. Once every shard is written, the main process merges them in order.
-    state.wait_for_everyone()
-    records = store.records(len(bounds))
-    totals = {key: sum(record[key] for record in records) for key in ("read", "tokenized", "failed")}
-    new_rows = sum(bounds[shard][1] - bounds[shard][0] for shard in pending)
-    summary = TokenizeSummary(
-        **totals,
-        shards=len(bounds),
-        shards_resumed=len(bounds) - len(pending),
-        images_per_second=new_rows / (time.perf_counter() - started),
-        output_dir=str(output_dir),
-    )
-    if state.is_main_process:
-        _merge(store, output_dir, records, {**asdict(summary), "input": source.description, "model": run["model"]})
-        shutil.rmtree(store.work_dir)
-    state.wait_for_everyone()
+    with ExitStack() as run_lock:
+
+        def prepare() -> None:
+            check_output_dir(output_dir, overwrite)
+            store.work_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_lock.enter_context(folder_lock(store.work_dir))  # held until the run ends
+            except BlockingIOError:
+                raise BlockingIOError(
+                    f"another seed-hf tokenize is writing {output_dir} (it holds the lock of {store.work_dir}): "
+                    "wait for it to end, or stop it and run again to resume its work"
+                ) from None
+            if overwrite:  # a partial run is discarded; the earlier output stays until the new one replaces it
+                store.clear()
+            else:
+                store.check_resumable(run)
+            store.start(run)
+
+        # 1. The main process checks the output, takes the run's lock and clears or prepares the work folder.
+        _raise_on_every_process(state, prepare)
+        # 2. Everyone lists the pending shards before anyone writes one, then tokenizes its round-robin share.
+        pending = [shard for shard, done in enumerate(store.done(len(bounds))) if not done]
+        state.wait_for_everyone()
+        started = time.perf_counter()
+        mine = {shard: bounds[shard] for shard in pending[state.process_index :: state.num_processes]}
+        # datasets' tqdm honours `datasets.disable_progress_bars()`; huggingface_hub's switch is honoured as well.
+        with tqdm(
+            total=sum(stop - start for start, stop in mine.values()),
+            unit="img",
+            desc="tokenizing" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
+            disable=not (progress and state.is_main_process) or are_progress_bars_disabled(),
+        ) as bar:
+            _tokenize_shards(source, store, mine, model, image_processor, batch_size, num_workers, bar)
+        # 3. Once every shard is written, the main process merges them in order.
+        state.wait_for_everyone()
+        records = store.records(len(bounds))
+        totals = {key: sum(record[key] for record in records) for key in ("read", "tokenized", "failed")}
+        new_rows = sum(bounds[shard][1] - bounds[shard][0] for shard in pending)
+        summary = TokenizeSummary(
+            **totals,
+            shards=len(bounds),
+            shards_resumed=len(bounds) - len(pending),
+            images_per_second=new_rows / (time.perf_counter() - started),
+            output_dir=str(output_dir),
+        )
+
+        recorded_summary = {**asdict(summary), "input": source.description, "model": run["model"]}
+
+        def finish() -> None:
+            _merge(store, output_dir, overwrite, records, recorded_summary)
+            shutil.rmtree(store.work_dir)
+
+        _raise_on_every_process(state, finish)
     return summary
 
 

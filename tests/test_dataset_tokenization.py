@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import datasets
+import huggingface_hub
 import numpy as np
 import PIL.Image
 import pytest
@@ -17,12 +19,12 @@ from seed_hf import SeedImageProcessor, dataset_tokenization
 from seed_hf.cli import main
 from seed_hf.dataset_tokenization import (
     ERRORS_FILE,
-    SUMMARY_FILE,
     _ShardStore,
     image_source,
     tokenize_dataset,
     tokenize_to_disk,
 )
+from seed_hf.utils import TOKENIZE_SUMMARY_FILE, folder_lock
 
 from conftest import REPO_ROOT, tiny_tokenizer
 
@@ -81,7 +83,7 @@ def test_folder_with_bad_files_gives_summary_and_errors_file(model_dir, image_fo
 
     printed = capsys.readouterr().out
     assert f"read {NUM_GOOD + len(BAD_FILES)}, tokenized {NUM_GOOD}, failed {len(BAD_FILES)}" in printed
-    summary = json.loads((output / SUMMARY_FILE).read_text())
+    summary = json.loads((output / TOKENIZE_SUMMARY_FILE).read_text())
     assert (summary["read"], summary["tokenized"], summary["failed"]) == (13, 10, 3)
     reasons = {error["row_id"]: error["reason"] for error in errors(output)}
     assert reasons.keys() == BAD_FILES.keys()
@@ -169,7 +171,7 @@ def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, ca
     arguments = [image_folder, "--model", model_dir, "-o", output]
     assert tokenize_cli(*arguments) == 0
     assert tokenize_cli(*arguments) == 1
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "(--overwrite)" in capsys.readouterr().err
     assert tokenize_cli(*arguments, "--overwrite") == 0
 
     # an overwrite that fails midway keeps the earlier output: it is replaced only by a complete new one
@@ -185,7 +187,7 @@ def test_refuses_to_overwrite_without_flag(model_dir, image_folder, tmp_path, ca
     unrelated.mkdir()
     (unrelated / "keep.txt").write_text("precious")
     assert tokenize_cli(image_folder, "--model", model_dir, "-o", unrelated, "--overwrite") == 1
-    assert "refusing to delete" in capsys.readouterr().err
+    assert "is not a folder seed_hf wrote" in capsys.readouterr().err
     assert (unrelated / "keep.txt").exists()
 
     assert tokenize_cli(image_folder, "--model", model_dir, "-o", image_folder / "codes") == 1
@@ -266,3 +268,84 @@ def test_encode_runs_no_part_of_the_decoder():
     assert called == []
     model.embed_codes(codes)
     assert "blocks" in called and "reverse_qformer" in called  # the hooks do see the decoder when it runs
+
+
+def test_odd_folder_entries_are_listed_and_the_run_goes_on(model_dir, image_folder, tmp_path):
+    """Non-UTF-8 names, broken links, FIFOs and link loops go to errors.jsonl; linked folders and files are read."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.png").write_bytes(png_bytes(50))
+    (image_folder / "linked").symlink_to(other, target_is_directory=True)
+    (image_folder / "alias.png").symlink_to(image_folder / "01.png")
+    (image_folder / "sub" / "loop").symlink_to(image_folder, target_is_directory=True)
+    (image_folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(image_folder / "pipe.png")  # opening it would block the run forever
+    (image_folder / os.fsdecode(b"caf\xe9.png")).write_bytes(png_bytes(51))
+
+    output = tmp_path / "codes"
+    summary = run_library(image_source(str(image_folder)), output, model_dir)
+    reasons = {error["row_id"]: error["reason"] for error in errors(output)}
+    assert reasons.keys() == {*BAD_FILES, "sub/loop", "gone.png", "pipe.png", "caf\\xe9.png"}
+    assert "loop" in reasons["sub/loop"]
+    assert "broken symbolic link" in reasons["gone.png"]
+    assert "not a regular file" in reasons["pipe.png"]
+    assert "not valid UTF-8" in reasons["caf\\xe9.png"]
+    row_ids = rows(output)["row_id"]
+    assert {"linked/x.png", "alias.png"} <= set(row_ids)
+    assert (summary.read, summary.tokenized) == (NUM_GOOD + len(BAD_FILES) + 6, NUM_GOOD + 2)
+
+    # A FIFO named in a file list is not opened either.
+    listing = tmp_path / "list.txt"
+    listing.write_text("images/pipe.png\nimages/01.png\n")
+    run_library(image_source(str(listing)), tmp_path / "from-list", model_dir)
+    assert "not a regular file" in errors(tmp_path / "from-list")[0]["reason"]
+
+
+def test_second_run_on_the_same_output_refuses_at_once(model_dir, image_folder, tmp_path, capsys):
+    output = tmp_path / "codes"
+    work_dir = tmp_path / "codes.partial"
+    work_dir.mkdir()
+    (work_dir / "run.json").write_text("{}")  # the first run's work, which the second must not touch
+    with folder_lock(work_dir):  # as the first run's main process holds it
+        for flags in ([], ["--overwrite"]):
+            assert tokenize_cli(image_folder, "--model", model_dir, "-o", output, *flags) == 1
+            assert f"another seed-hf tokenize is writing {output}" in capsys.readouterr().err
+    assert [path.name for path in work_dir.iterdir()] == ["run.json"]
+    assert not output.exists()
+
+
+def test_clear_errors_for_wrong_model_and_missing_input(model_dir, image_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seed_opt, decode = tmp_path / "seed-opt", tmp_path / "decode"
+    seed_opt.mkdir()
+    (seed_opt / "config.json").write_text(json.dumps({"model_type": "seed_opt"}))
+    decode.mkdir()
+    (decode / "model_index.json").write_text(json.dumps({"_class_name": "SeedDecodePipeline"}))
+    expected = {
+        (image_folder, seed_opt): "holds a seed_opt model, not a SEED tokenizer",
+        (image_folder, decode): "is a SEED decode pipeline, not a SEED tokenizer",
+        (image_folder, "./tokenizer"): "No such file or folder: ./tokenizer",
+        ("photoz/", model_dir): "No such file or folder: photoz/",
+        ("./data", model_dir): "No such file or folder: ./data",
+    }
+    for (input_path, model), message in expected.items():
+        assert tokenize_cli(input_path, "--model", model, "-o", tmp_path / "codes") == 1
+        assert message in capsys.readouterr().err, message
+
+    image_dataset(tmp_path)
+    assert tokenize_cli("dataset", "--model", model_dir, "-o", "codes", "--image-column", "img") == 1
+    assert "dataset has no column ['img']; its columns are ['image', 'caption']" in capsys.readouterr().err
+    assert not (tmp_path / "codes").exists()
+
+
+def test_progress_bar_honours_the_libraries_switches(model_dir, image_folder, tmp_path, capsys):
+    source = image_source(str(image_folder))
+    run_library(source, tmp_path / "shown", model_dir, progress=True)
+    assert "tokenizing" in capsys.readouterr().err
+    for library in (datasets.utils, huggingface_hub.utils):
+        library.disable_progress_bars()
+        try:
+            run_library(source, tmp_path / library.__name__, model_dir, progress=True)
+        finally:
+            library.enable_progress_bars()
+        assert "tokenizing" not in capsys.readouterr().err, library.__name__
