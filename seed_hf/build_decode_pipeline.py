@@ -7,8 +7,9 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .modeling_seed_null_embedding import SeedNullEmbedding
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
-from .pipeline_seed_decode import SeedDecodePipeline, SeedNullEmbedding, stable_diffusion_v1_4_scheduler
+from .pipeline_seed_decode import SeedDecodePipeline, stable_diffusion_v1_4_scheduler
 from .utils import atomic_output_dir, check_output_dir, write_model_card
 
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors")
