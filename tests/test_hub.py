@@ -217,3 +217,7 @@ def test_push_to_hub_goes_through_huggingface_hub(shared, monkeypatch):
         repo_id, files = uploads[-1]
         assert repo_id == "seed-org/pushed" and expected_file in files, (type(artifact).__name__, files)
         assert not [name for name in files if name.endswith(PICKLE_SUFFIXES)]
+    # the decode pipeline's code travels with it
+    assert {"pipeline_seed_decode.py", "modeling_seed_null_embedding.py", "modeling_seed_vision_tokenizer.py"} <= set(
+        uploads[-1][1]
+    )

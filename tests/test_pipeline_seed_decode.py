@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import numpy as np
 import PIL.Image
@@ -258,6 +259,27 @@ def test_loads_folders_that_name_seed_hf_modules(tmp_path):
     loaded = SeedDecodePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert np.abs(decode(loaded, codes=CODES).images - decode(pipe, codes=CODES).images).max() == 0
+
+
+def test_from_pretrained_fetches_a_repo_without_running_its_code(tmp_path, monkeypatch):
+    """From the Hub, the folder is fetched as it is (no pickles) and loaded by the installed classes."""
+    tiny_pipeline().save_pretrained(tmp_path)
+    fetched = []
+
+    def snapshot_download(repo_id, **options):
+        fetched.append((repo_id, options))
+        return str(tmp_path)
+
+    monkeypatch.setattr("seed_hf.pipeline_seed_decode.snapshot_download", snapshot_download)
+    modules_before = set(sys.modules)
+    vision_tokenizer = tiny_tokenizer(seed=1)
+    loaded = SeedDecodePipeline.from_pretrained("seed-org/decode", revision="v1", vision_tokenizer=vision_tokenizer)
+
+    [(repo_id, options)] = fetched
+    assert repo_id == "seed-org/decode" and options["revision"] == "v1"
+    assert options["ignore_patterns"] == ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
+    assert loaded.vision_tokenizer is vision_tokenizer and type(loaded.null_embedding) is SeedNullEmbedding
+    assert not [name for name in set(sys.modules) - modules_before if name.startswith("diffusers_modules")]
 
 
 def save_tiny_lora(folder, text_encoder_layers=None):
