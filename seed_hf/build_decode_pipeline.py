@@ -94,10 +94,10 @@ def build_seed_decode_pipeline(
     model_card: str | os.PathLike | None = None,
 ) -> SeedDecodePipeline:
     """
-    Write a [`SeedDecodePipeline`] folder (safetensors only) with the SEED tokenizer of `tokenizer_dir`, the UNet and
-    VAE of `stable_diffusion`, Stable Diffusion v1.4's PNDM scheduler and the null embedding computed once from the
-    checkpoint's own CLIP text encoder and tokenizer, which are then dropped. The folder is written under a temporary
-    name and renamed into place only when complete; an existing `output_dir` is refused unless `overwrite`.
+    Write a [`SeedDecodePipeline`] folder (safetensors, JSON and code) with the SEED tokenizer of `tokenizer_dir`, the
+    UNet and VAE of `stable_diffusion`, Stable Diffusion v1.4's PNDM scheduler and the null embedding computed once
+    from the checkpoint's own CLIP text encoder and tokenizer, which are then dropped. The folder is written under a
+    temporary name and renamed into place only when complete; an existing `output_dir` is refused unless `overwrite`.
 
     Args:
         tokenizer_dir (`str` or `os.PathLike`): A [`SeedVisionTokenizer`] folder (e.g. from `seed-hf convert`).

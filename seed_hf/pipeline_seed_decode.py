@@ -246,11 +246,13 @@ class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin, StableDiffusio
             hotswap (`bool`, *optional*, defaults to `False`):
                 Replace the weights of the already loaded adapter `adapter_name` in place.
             kwargs:
-                Passed to `lora_state_dict` (`weight_name`, `subfolder`, `cache_dir`, ...), and `low_cpu_mem_usage`.
+                Passed to `lora_state_dict` (`weight_name`, `subfolder`, `cache_dir`, ...), and `low_cpu_mem_usage`
+                (defaults to `True`: the LoRA layers are created empty, then filled).
         """
         if isinstance(pretrained_model_name_or_path_or_dict, dict):
             pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
-        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", False)
+        # diffusers' default with the peft and transformers versions seed_hf requires
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", True)
         state_dict, network_alphas, metadata = self.lora_state_dict(
             pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
         )
