@@ -61,8 +61,8 @@ results = {{
 }}
 if remote:
     from diffusers import DiffusionPipeline
-    pipes = {{"decoded": DiffusionPipeline.from_pretrained("seed-org/decode", trust_remote_code=True),
-              "decoded_from_folder": DiffusionPipeline.from_pretrained(os.path.abspath("decode"), trust_remote_code=True)}}
+    sources = {{"decoded": "seed-org/decode", "decoded_from_folder": os.path.abspath("decode")}}
+    pipes = {{name: DiffusionPipeline.from_pretrained(source, trust_remote_code=True) for name, source in sources.items()}}
 else:
     from seed_hf import SeedDecodePipeline
     pipes = {{"decoded": SeedDecodePipeline.from_pretrained("seed-org/decode")}}
