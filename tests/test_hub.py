@@ -63,6 +63,8 @@ if remote:
     from diffusers import DiffusionPipeline
     sources = {{"decoded": "seed-org/decode", "decoded_from_folder": os.path.abspath("decode")}}
     pipes = {{name: DiffusionPipeline.from_pretrained(source, trust_remote_code=True) for name, source in sources.items()}}
+    pipes["decoded"].save_pretrained("decode-resaved")  # saved again without seed_hf, in the same layout
+    pipes["decoded_resaved"] = DiffusionPipeline.from_pretrained("decode-resaved", trust_remote_code=True)
 else:
     from seed_hf import SeedDecodePipeline
     pipes = {{"decoded": SeedDecodePipeline.from_pretrained("seed-org/decode")}}
@@ -173,7 +175,7 @@ def test_artifacts_load_without_seed_hf(shared):
     assert not results["seed_hf_imported"]
     assert results["decoded_class"] == "diffusers_modules.local.pipeline_seed_decode.SeedDecodePipeline"
     assert results["decoded"] == shared[3]["decoded"]
-    assert results["decoded_from_folder"] == shared[3]["decoded"]
+    assert results["decoded_from_folder"] == results["decoded_resaved"] == shared[3]["decoded"]
 
 
 def test_saved_folders_hold_no_pickles(shared):
