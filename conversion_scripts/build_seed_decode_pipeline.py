@@ -6,8 +6,9 @@ python conversion_scripts/build_seed_decode_pipeline.py --tokenizer seed-tokeniz
 --stable-diffusion takes a diffusers-format folder (as CompVis/stable-diffusion-v1-4) or the original single file
 (sd-v1-4.ckpt / .safetensors, read weights-only); a single file also needs --config, a diffusers-format folder with
 the component configs and tokenizer files, so that nothing is fetched from the Hub. The null embedding (the CLIP text
-embedding of "") is computed once from that checkpoint's text encoder, which is then dropped. Only safetensors are
-written, to a temporary folder renamed into place; an existing --output is kept unless --overwrite.
+embedding of "") is computed once from that checkpoint's text encoder, which is then dropped. Weights are written as
+safetensors, next to JSON configs and the pipeline's code (so that diffusers loads the folder without seed_hf), to a
+temporary folder renamed into place; an existing --output is kept unless --overwrite.
 """
 
 import argparse

@@ -7,8 +7,9 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .modeling_seed_null_embedding import SeedNullEmbedding
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
-from .pipeline_seed_decode import SeedDecodePipeline, SeedNullEmbedding, stable_diffusion_v1_4_scheduler
+from .pipeline_seed_decode import SeedDecodePipeline, stable_diffusion_v1_4_scheduler
 from .utils import atomic_output_dir, check_output_dir, write_model_card
 
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors")
@@ -93,10 +94,10 @@ def build_seed_decode_pipeline(
     model_card: str | os.PathLike | None = None,
 ) -> SeedDecodePipeline:
     """
-    Write a [`SeedDecodePipeline`] folder (safetensors only) with the SEED tokenizer of `tokenizer_dir`, the UNet and
-    VAE of `stable_diffusion`, Stable Diffusion v1.4's PNDM scheduler and the null embedding computed once from the
-    checkpoint's own CLIP text encoder and tokenizer, which are then dropped. The folder is written under a temporary
-    name and renamed into place only when complete; an existing `output_dir` is refused unless `overwrite`.
+    Write a [`SeedDecodePipeline`] folder (safetensors, JSON and code) with the SEED tokenizer of `tokenizer_dir`, the
+    UNet and VAE of `stable_diffusion`, Stable Diffusion v1.4's PNDM scheduler and the null embedding computed once
+    from the checkpoint's own CLIP text encoder and tokenizer, which are then dropped. The folder is written under a
+    temporary name and renamed into place only when complete; an existing `output_dir` is refused unless `overwrite`.
 
     Args:
         tokenizer_dir (`str` or `os.PathLike`): A [`SeedVisionTokenizer`] folder (e.g. from `seed-hf convert`).

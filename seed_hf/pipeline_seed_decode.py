@@ -1,26 +1,38 @@
 """SEED codes (or an image) -> pictures: a diffusers pipeline around a Stable Diffusion v1.x UNet and VAE."""
 
+import inspect
+import json
+import os
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, PNDMScheduler, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
-from diffusers.utils import BaseOutput, replace_example_docstring
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.accelerate_utils import apply_forward_hook
-from transformers import CLIPImageProcessor
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+from huggingface_hub import snapshot_download
+from transformers import CLIPImageProcessor, PreTrainedModel
 
+# Relative imports only: a saved pipeline carries this module and these files, to load without seed_hf. The null
+# embedding is also imported for folders saved before it had its own module, whose index names it from here.
 from .image_processing_seed import SeedImageProcessor
-from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
+from .modeling_seed_null_embedding import SeedNullEmbedding
+
+logger = logging.get_logger(__name__)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -54,38 +66,6 @@ def stable_diffusion_v1_4_scheduler() -> PNDMScheduler:
     )
 
 
-class SeedNullEmbedding(ModelMixin, ConfigMixin):
-    r"""
-    The unconditional branch of classifier-free guidance: the CLIP text embedding of the empty prompt `""` of the
-    Stable Diffusion model the UNet comes from, kept as a persistent buffer so that decoding needs no text encoder.
-
-    Args:
-        sequence_length (`int`, *optional*, defaults to 77):
-            Number of tokens of the embedding (CLIP's context length).
-        hidden_size (`int`, *optional*, defaults to 768):
-            Width of the embedding (the UNet's cross-attention dimension).
-    """
-
-    @register_to_config
-    def __init__(self, sequence_length: int = 77, hidden_size: int = 768):
-        super().__init__()
-        self.register_buffer("embedding", torch.zeros(1, sequence_length, hidden_size), persistent=True)
-
-    @classmethod
-    def from_embedding(cls, embedding: torch.Tensor) -> "SeedNullEmbedding":
-        """Wrap a `(1, sequence_length, hidden_size)` embedding, e.g. `text_encoder(tokenizer("", ...))[0]`."""
-        if not isinstance(embedding, torch.Tensor) or embedding.ndim != 3 or embedding.shape[0] != 1:
-            shape = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
-            raise ValueError(f"Expected a tensor of shape (1, sequence_length, hidden_size), got {shape}")
-        null_embedding = cls(sequence_length=embedding.shape[1], hidden_size=embedding.shape[2])
-        null_embedding.embedding.copy_(embedding.detach())
-        return null_embedding
-
-    def forward(self) -> torch.Tensor:
-        """The embedding, shape `(1, sequence_length, hidden_size)`."""
-        return self.embedding
-
-
 @dataclass
 class SeedDecodePipelineOutput(BaseOutput):
     r"""
@@ -109,9 +89,25 @@ class SeedDecodePipelineOutput(BaseOutput):
 
 PipelineImage = PIL.Image.Image | np.ndarray | torch.Tensor
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Pickled weights are never read: a folder fetched from the Hub skips them.
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
 
 
-class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin):
+def _own_module_name(module: str) -> str | None:
+    """The bare name of `module` (e.g. `modeling_seed_null_embedding`) when it belongs to this package, else None."""
+    package, _, name = module.rpartition(".")
+    return name if package == __package__ else None
+
+
+def _copy_module_code(defined_class: type, folder: str | os.PathLike) -> None:
+    """Copy the file that defines `defined_class`, and the files it imports relatively, into `folder`."""
+    module_file = inspect.getfile(defined_class)
+    os.makedirs(folder, exist_ok=True)
+    for file in [module_file, *get_relative_import_files(module_file)]:
+        shutil.copyfile(file, Path(folder) / Path(file).name)
+
+
+class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin, StableDiffusionLoraLoaderMixin):
     r"""
     Draws pictures from SEED codes: the [`SeedVisionTokenizer`] turns 32 codes into 77x768 generation embeddings that
     condition a Stable Diffusion v1.x UNet in place of CLIP text embeddings, with the CLIP embedding of `""` as the
@@ -151,13 +147,16 @@ class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin):
     prepare_extra_step_kwargs = StableDiffusionPipeline.prepare_extra_step_kwargs
     run_safety_checker = StableDiffusionPipeline.run_safety_checker
 
+    # The SEED components are annotated with their base classes: this module imports none of the tokenizer's code,
+    # and where a folder loads without seed_hf, diffusers imports each component's module again after the pipeline's,
+    # so an exact class would be a different object than the component's and draw a type warning.
     def __init__(
         self,
         vae: AutoencoderKL,
         unet: UNet2DConditionModel,
-        null_embedding: SeedNullEmbedding,
+        null_embedding: ModelMixin,
         scheduler: KarrasDiffusionSchedulers | None = None,
-        vision_tokenizer: SeedVisionTokenizer | None = None,
+        vision_tokenizer: PreTrainedModel | None = None,
         safety_checker: StableDiffusionSafetyChecker | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
     ):
@@ -177,6 +176,104 @@ class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """
+        [`~DiffusionPipeline.save_pretrained`], plus the code of the pipeline (at the root) and of each SEED component
+        (in its folder), which `model_index.json` names as `[module, class]`: the layout diffusers loads custom code
+        from, so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs no seed_hf.
+        """
+        _copy_module_code(type(self), save_directory)
+        for name, component in self.components.items():
+            if component is not None and _own_module_name(type(component).__module__):
+                _copy_module_code(type(component), Path(save_directory) / name)
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """`model_index.json`, naming the pipeline and the SEED components by the code files a saved folder carries."""
+        index = json.loads(super().to_json_string())
+        index["_class_name"] = [type(self).__module__.rpartition(".")[2], type(self).__name__]
+        for name, entry in index.items():
+            if isinstance(entry, list) and isinstance(entry[0], str) and _own_module_name(entry[0]):
+                index[name] = [_own_module_name(entry[0]), entry[1]]
+        return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """
+        [`~ConfigMixin.load_config`], with the `[module, class]` entries of a saved folder pointed back at this
+        package's modules: this class loads a folder with the installed code and never runs the copy the folder
+        carries (that copy is for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`).
+        """
+        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if isinstance(config.get("_class_name"), list):
+            config["_class_name"] = config["_class_name"][1]
+        for name, entry in config.items():
+            if isinstance(entry, list) and isinstance(entry[0], str) and f"{__package__}.{entry[0]}" in sys.modules:
+                config[name] = [f"{__package__}.{entry[0]}", entry[1]]
+        return loaded
+
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs) -> str:
+        """
+        Fetch a saved pipeline from the Hub or the local cache without running the code it carries (diffusers' own
+        `download` imports the pipeline module a folder names, which needs `trust_remote_code=True`).
+        """
+        hub_options = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        options = {name: kwargs[name] for name in hub_options if kwargs.get(name) is not None}
+        return snapshot_download(pretrained_model_name, ignore_patterns=PICKLE_PATTERNS, **options)
+
+    def load_lora_weights(
+        self,
+        pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
+        adapter_name: str | None = None,
+        hotswap: bool = False,
+        **kwargs,
+    ):
+        """
+        Load a Stable Diffusion LoRA into the UNet, as [`StableDiffusionPipeline.load_lora_weights`] does. The pipeline
+        has no text encoder (SEED embeddings condition the UNet), so the text-encoder layers of a LoRA are skipped,
+        with a warning. Remove it with `unload_lora_weights()`; `fuse_lora`, `set_adapters` and the other methods of
+        [`~loaders.StableDiffusionLoraLoaderMixin`] act on the UNet.
+
+        Args:
+            pretrained_model_name_or_path_or_dict (`str`, `os.PathLike` or `dict`):
+                A Hub repo id, a folder, a `.safetensors` file or a state dict, in any format
+                [`~loaders.StableDiffusionLoraLoaderMixin.lora_state_dict`] reads (diffusers, kohya, ...).
+            adapter_name (`str`, *optional*):
+                Name of the adapter; defaults to `default_{i}`.
+            hotswap (`bool`, *optional*, defaults to `False`):
+                Replace the weights of the already loaded adapter `adapter_name` in place.
+            kwargs:
+                Passed to `lora_state_dict` (`weight_name`, `subfolder`, `cache_dir`, ...), and `low_cpu_mem_usage`
+                (defaults to `True`: the LoRA layers are created empty, then filled).
+        """
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
+        # diffusers' default with the peft and transformers versions seed_hf requires
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", True)
+        state_dict, network_alphas, metadata = self.lora_state_dict(
+            pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
+        )
+        if not state_dict or not all("lora" in key for key in state_dict):
+            raise ValueError("Expected LoRA weights: every parameter name of the checkpoint must contain 'lora'")
+        text_encoder_keys = [key for key in state_dict if key.startswith(f"{self.text_encoder_name}.")]
+        if text_encoder_keys:
+            logger.warning(
+                f"Skipping the {len(text_encoder_keys)} text-encoder weights of the LoRA: this pipeline has no text "
+                "encoder, only its UNet layers are loaded"
+            )
+        self.load_lora_into_unet(
+            state_dict,
+            network_alphas=network_alphas,
+            unet=self.unet,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=self,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
 
     @property
     def default_size(self) -> tuple[int, int]:

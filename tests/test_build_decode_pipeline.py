@@ -84,8 +84,11 @@ def test_build_script_writes_a_loadable_pipeline(tmp_path, stable_diffusion_dir,
     assert sorted(path.name for path in tmp_path.iterdir()) == ["seed-decode"]  # no staging folder left behind
     assert sorted(path.name for path in output.iterdir()) == [
         "README.md",
+        "image_processing_seed.py",
         "model_index.json",
+        "modeling_seed_null_embedding.py",
         "null_embedding",
+        "pipeline_seed_decode.py",
         "scheduler",
         "unet",
         "vae",

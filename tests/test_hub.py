@@ -38,7 +38,7 @@ class HideSeedHF(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, HideSeedHF())
 """
 LOAD_BY_REPO_ID = """
-import json, sys, torch
+import json, os, sys, torch
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 remote = {remote}
 if not remote:
@@ -59,13 +59,23 @@ results = {{
     "logits": seed_opt(input_ids=torch.tensor(inputs["input_ids"])).logits[0, -1, :5].tolist(),
     "processor_ids": batch.input_ids.shape[1],
 }}
-if not remote:
+if remote:
+    from diffusers import DiffusionPipeline
+    sources = {{"decoded": "seed-org/decode", "decoded_from_folder": os.path.abspath("decode")}}
+    pipes = {{name: DiffusionPipeline.from_pretrained(source, trust_remote_code=True) for name, source in sources.items()}}
+    pipes["decoded"].save_pretrained("decode-resaved")  # saved again without seed_hf, in the same layout
+    pipes["decoded_resaved"] = DiffusionPipeline.from_pretrained("decode-resaved", trust_remote_code=True)
+else:
     from seed_hf import SeedDecodePipeline
-    pipe = SeedDecodePipeline.from_pretrained("seed-org/decode")
+    pipes = {{"decoded": SeedDecodePipeline.from_pretrained("seed-org/decode")}}
+torch.set_num_threads(1)  # as the test process decodes, so that the pictures are equal to the last bit
+for name, pipe in pipes.items():
     pipe.set_progress_bar_config(disable=True)
     image = pipe(codes=torch.tensor(inputs["codes"]), num_inference_steps=2, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images
-    results["decoded"] = image.ravel()[:8].tolist()
+    results[name] = image.tolist()
+    results[name + "_class"] = type(pipe).__module__ + "." + type(pipe).__name__
+results["seed_hf_imported"] = any(name.split(".")[0] == "seed_hf" for name in sys.modules)
 print("RESULTS" + json.dumps(results))
 """
 
@@ -110,9 +120,7 @@ def shared(tmp_path_factory):
             "logits": seed_opt(input_ids=input_ids).logits[0, -1, :5].tolist(),
             "decoded": pipe(
                 codes=codes, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
-            )
-            .images.ravel()[:8]
-            .tolist(),
+            ).images.tolist(),
         }
     inputs = root / "inputs.json"
     inputs.write_text(
@@ -155,14 +163,19 @@ def assert_same_results(results, expected):
 def test_every_artifact_loads_by_repo_id_from_the_offline_cache(shared):
     results = run_loader(shared, remote=False)
     assert_same_results(results, shared[3])
-    # the loader runs on the default thread count, so reductions may round differently in the last bit
-    torch.testing.assert_close(torch.tensor(results["decoded"]), torch.tensor(shared[3]["decoded"]))
+    assert results["decoded_class"] == "seed_hf.pipeline_seed_decode.SeedDecodePipeline"
+    assert results["decoded"] == shared[3]["decoded"]
 
 
-def test_transformers_artifacts_load_without_seed_hf(shared):
-    """Saved folders carry their code and auto_map: `trust_remote_code=True` loads them where seed_hf is absent."""
+def test_artifacts_load_without_seed_hf(shared):
+    """Saved folders carry their code (auto_map, `[module, class]` entries): `trust_remote_code=True` loads them."""
     results = run_loader(shared, remote=True)
     assert_same_results(results, shared[3])
+    # diffusers' DiffusionPipeline, from the offline Hub cache and from the folder, draws what SeedDecodePipeline draws
+    assert not results["seed_hf_imported"]
+    assert results["decoded_class"] == "diffusers_modules.local.pipeline_seed_decode.SeedDecodePipeline"
+    assert results["decoded"] == shared[3]["decoded"]
+    assert results["decoded_from_folder"] == results["decoded_resaved"] == shared[3]["decoded"]
 
 
 def test_saved_folders_hold_no_pickles(shared):
@@ -206,3 +219,7 @@ def test_push_to_hub_goes_through_huggingface_hub(shared, monkeypatch):
         repo_id, files = uploads[-1]
         assert repo_id == "seed-org/pushed" and expected_file in files, (type(artifact).__name__, files)
         assert not [name for name in files if name.endswith(PICKLE_SUFFIXES)]
+    # the decode pipeline's code travels with it
+    assert {"pipeline_seed_decode.py", "modeling_seed_null_embedding.py", "modeling_seed_vision_tokenizer.py"} <= set(
+        uploads[-1][1]
+    )

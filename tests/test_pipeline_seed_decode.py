@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import numpy as np
 import PIL.Image
@@ -9,15 +10,24 @@ import pytest
 import torch
 from diffusers import (
     AutoencoderKL,
+    DiffusionPipeline,
     DPMSolverMultistepScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
 from transformers import CLIPConfig, CLIPImageProcessor
 
-from seed_hf import SeedDecodePipeline, SeedDecodePipelineOutput, SeedImageProcessor, SeedNullEmbedding
+from seed_hf import (
+    SeedDecodePipeline,
+    SeedDecodePipelineOutput,
+    SeedImageProcessor,
+    SeedNullEmbedding,
+    SeedVisionTokenizer,
+)
 
 from conftest import tiny_tokenizer
 
@@ -196,16 +206,27 @@ def test_save_pretrained_round_trip(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path)
 
+    # `[module, class]` entries with the code next to them: the layout diffusers loads custom code from.
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "SeedDecodePipeline"
-    assert index["null_embedding"] == ["seed_hf.pipeline_seed_decode", "SeedNullEmbedding"]
-    assert index["vision_tokenizer"] == ["seed_hf.modeling_seed_vision_tokenizer", "SeedVisionTokenizer"]
+    assert index["_class_name"] == ["pipeline_seed_decode", "SeedDecodePipeline"]
+    assert index["null_embedding"] == ["modeling_seed_null_embedding", "SeedNullEmbedding"]
+    assert index["vision_tokenizer"] == ["modeling_seed_vision_tokenizer", "SeedVisionTokenizer"]
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.py")) == [
+        "image_processing_seed.py",
+        "modeling_seed_null_embedding.py",
+        "null_embedding/modeling_seed_null_embedding.py",
+        "pipeline_seed_decode.py",
+        "vision_tokenizer/configuration_seed.py",
+        "vision_tokenizer/modeling_seed_vision_tokenizer.py",
+    ]
     weights = sorted(path.name for path in tmp_path.rglob("*") if path.suffix in (".safetensors", ".bin", ".pt"))
     assert weights == ["diffusion_pytorch_model.safetensors"] * 3 + ["model.safetensors"]
 
     assert isinstance(SeedDecodePipeline(**pipe.components), SeedDecodePipeline)
+    # The installed classes load the folder: its code is not run, so no `trust_remote_code` is needed.
     loaded = SeedDecodePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.vision_tokenizer) is SeedVisionTokenizer and type(loaded.null_embedding) is SeedNullEmbedding
     assert torch.equal(loaded.null_embedding(), pipe.null_embedding())
     public = lambda config: {key: value for key, value in config.items() if not key.startswith("_")}  # noqa: E731
     assert public(loaded.scheduler.config) == public(pipe.scheduler.config)
@@ -215,6 +236,91 @@ def test_save_pretrained_round_trip(tmp_path):
     assert {half.unet.dtype, half.vae.dtype, half.null_embedding.dtype, half.vision_tokenizer.dtype} == {
         torch.bfloat16
     }
+    # diffusers' generic loader runs the folder's code only when asked to.
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_loads_folders_that_name_seed_hf_modules(tmp_path):
+    """Folders saved before the code travelled with them name seed_hf's modules in `model_index.json`."""
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path)
+    index_file = tmp_path / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index.update(
+        _class_name="SeedDecodePipeline",
+        null_embedding=["seed_hf.pipeline_seed_decode", "SeedNullEmbedding"],
+        vision_tokenizer=["seed_hf.modeling_seed_vision_tokenizer", "SeedVisionTokenizer"],
+    )
+    index_file.write_text(json.dumps(index))
+    for code in tmp_path.rglob("*.py"):
+        code.unlink()
+
+    loaded = SeedDecodePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert np.abs(decode(loaded, codes=CODES).images - decode(pipe, codes=CODES).images).max() == 0
+
+
+def test_from_pretrained_fetches_a_repo_without_running_its_code(tmp_path, monkeypatch):
+    """From the Hub, the folder is fetched as it is (no pickles) and loaded by the installed classes."""
+    tiny_pipeline().save_pretrained(tmp_path)
+    fetched = []
+
+    def snapshot_download(repo_id, **options):
+        fetched.append((repo_id, options))
+        return str(tmp_path)
+
+    monkeypatch.setattr("seed_hf.pipeline_seed_decode.snapshot_download", snapshot_download)
+    modules_before = set(sys.modules)
+    vision_tokenizer = tiny_tokenizer(seed=1)
+    loaded = SeedDecodePipeline.from_pretrained("seed-org/decode", revision="v1", vision_tokenizer=vision_tokenizer)
+
+    [(repo_id, options)] = fetched
+    assert repo_id == "seed-org/decode" and options["revision"] == "v1"
+    assert options["ignore_patterns"] == ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
+    assert loaded.vision_tokenizer is vision_tokenizer and type(loaded.null_embedding) is SeedNullEmbedding
+    assert not [name for name in set(sys.modules) - modules_before if name.startswith("diffusers_modules")]
+
+
+def save_tiny_lora(folder, text_encoder_layers=None):
+    """A random LoRA of `tiny_unet`'s attention projections, saved in diffusers' LoRA format."""
+    unet = tiny_unet()
+    torch.manual_seed(1)
+    lora = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    unet.add_adapter(lora)
+    SeedDecodePipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(unet), text_encoder_lora_layers=text_encoder_layers
+    )
+
+
+def test_lora_weights_load_into_the_unet_and_unload(tmp_path):
+    pipe = tiny_pipeline()
+    reference = decode(pipe, codes=CODES).images
+    save_tiny_lora(tmp_path)
+
+    pipe.load_lora_weights(tmp_path, adapter_name="style")
+    assert pipe.get_active_adapters() == ["style"]
+    with_lora = decode(pipe, codes=CODES).images
+    assert np.abs(with_lora - reference).max() > 1e-3
+
+    pipe.unload_lora_weights()
+    assert np.abs(decode(pipe, codes=CODES).images - reference).max() == 0
+
+
+def test_lora_text_encoder_layers_are_skipped_with_a_warning(tmp_path, caplog):
+    text_encoder_layers = {"text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 8)}
+    save_tiny_lora(tmp_path, text_encoder_layers)
+    only_unet = tmp_path / "unet-only"
+    save_tiny_lora(only_unet)
+    pipe, expected = tiny_pipeline(), tiny_pipeline()
+    expected.load_lora_weights(only_unet)
+
+    pipe.load_lora_weights(tmp_path / "pytorch_lora_weights.safetensors")
+    assert "Skipping the 1 text-encoder weights" in caplog.text
+    assert np.abs(decode(pipe, codes=CODES).images - decode(expected, codes=CODES).images).max() == 0
+
+    with pytest.raises(ValueError, match="must contain 'lora'"):
+        pipe.load_lora_weights({"unet.down_blocks.0.weight": torch.zeros(1)})
 
 
 def test_to_dtype_and_device():
