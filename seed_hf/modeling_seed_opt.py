@@ -40,7 +40,7 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
 
     The vision tokenizer is frozen (`requires_grad_(False)`) and kept in eval mode even while the model trains, so
     an image always gets the same codes. The default generation config captions with beam search (5 beams);
-    [`~SeedOPTForConditionalGeneration.generate_images`] writes images.
+    `generate(..., generation_mode="image")` (or [`~SeedOPTForConditionalGeneration.generate_images`]) writes images.
 
     Example:
 
@@ -53,7 +53,7 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
     ...     image_token_start_id=10, num_image_tokens=64, image_seq_length=4, boi_token_id=74, eoi_token_id=75,
     ... )
     >>> model = SeedOPTForConditionalGeneration(config).eval()
-    >>> model.generate_images(torch.tensor([[2, 5, 6]])).shape  # codes of one image
+    >>> model.generate(torch.tensor([[2, 5, 6]]), generation_mode="image").shape  # codes of one image
     torch.Size([1, 4])
 
     ```

@@ -165,6 +165,17 @@ def test_image_block_logits_processor():
     assert torch.equal(allowed[3], close)
     with pytest.raises(ValueError, match="more than 2 tokens"):
         processor(torch.tensor([[14, 10, 11, 12]]), scores[:1])
+    # Inside a block, an earlier processor that banned every allowed token is an error, not a token picked at -inf.
+    banned = scores[1:2].clone()
+    banned[:, 10:14] = -float("inf")
+    with pytest.raises(ValueError, match="has a score of -inf"):
+        processor(input_ids[1:2], banned)
+    processor(input_ids[:1], banned)  # outside a block, text tokens remain
+
+    assert torch.equal(processor.codes_of_generated_block(torch.tensor([[12, 10, 15]])), torch.tensor([[2, 0]]))
+    for malformed in ([[12, 15]], [[12, 10, 3]], [[3, 10, 15]], [[12, 10, 11, 15]]):
+        with pytest.raises(ValueError, match="must write 2 code ids then `</img>`"):
+            processor.codes_of_generated_block(torch.tensor(malformed))
 
 
 def test_bad_input_raises_clear_errors(tokenizer, model):
