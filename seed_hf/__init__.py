@@ -6,6 +6,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     AutoProcessor,
     AutoTokenizer,
 )
@@ -27,6 +28,7 @@ AutoTokenizer.register(SeedOPTConfig, tokenizer_class=SeedOPTTokenizer, exist_ok
 AutoProcessor.register(SeedOPTConfig, SeedProcessor, exist_ok=True)
 AutoModelForCausalLM.register(SeedOPTConfig, SeedOPTForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(SeedOPTConfig, SeedOPTForConditionalGeneration, exist_ok=True)
+AutoModelForMultimodalLM.register(SeedOPTConfig, SeedOPTForConditionalGeneration, exist_ok=True)
 AutoImageProcessor.register(
     SeedVisionTokenizerConfig, image_processor_classes={"pil": SeedImageProcessor}, exist_ok=True
 )

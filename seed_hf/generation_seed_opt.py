@@ -1,7 +1,7 @@
 """Generation controls of SEED-OPT: the logits processor that keeps image blocks well formed."""
 
 import torch
-from transformers import LogitsProcessor
+from transformers import GenerationConfig, LogitsProcessor
 
 from .configuration_seed import SeedOPTConfig
 
@@ -91,7 +91,79 @@ class SeedImageBlockLogitsProcessor(LogitsProcessor):
         codes = slice(self.image_token_start_id, self.image_token_start_id + self.num_image_tokens)
         allowed[:, codes] = (in_block & (written < self.image_seq_length))[:, None]
         allowed[:, self.eoi_token_id] = in_block & (written == self.image_seq_length)
-        return scores.masked_fill(~allowed, -float("inf"))
+        scores = scores.masked_fill(~allowed, -float("inf"))
+        if (in_block & scores.isneginf().all(-1)).any():
+            raise ValueError(
+                "Every token an image block allows here (its code ids, or `</img>` to close it) has a score of -inf: "
+                "an earlier logits processor or generation argument (suppress_tokens, bad_words_ids, sequence_bias, "
+                "a custom logits_processor) bans them"
+            )
+        return scores
+
+    def block_token_ids(self) -> set[int]:
+        """The ids an image block is made of: the code ids and `</img>`."""
+        return {
+            *range(self.image_token_start_id, self.image_token_start_id + self.num_image_tokens),
+            self.eoi_token_id,
+        }
+
+    def codes_of_generated_block(self, generated: torch.LongTensor) -> torch.LongTensor:
+        r"""
+        The codes of image blocks generated after `<img>`, checked to be well formed.
+
+        Args:
+            generated (`torch.LongTensor` of shape `(num_sequences, num_new_tokens)`):
+                The tokens generated after a prompt ending with `<img>`.
+
+        Returns:
+            `torch.LongTensor` of shape `(num_sequences, image_seq_length)`: codes in `[0, num_image_tokens)`.
+
+        Raises:
+            `ValueError`: unless each row is `image_seq_length` code ids then `</img>`.
+        """
+        codes = generated[:, :-1] - self.image_token_start_id
+        if (
+            generated.shape[1] != self.image_seq_length + 1
+            or (generated[:, -1] != self.eoi_token_id).any()
+            or ((codes < 0) | (codes >= self.num_image_tokens)).any()
+        ):
+            raise ValueError(
+                f"Image generation must write {self.image_seq_length} code ids then `</img>` after `<img>`, but wrote "
+                f"{generated.shape[1]} tokens {generated[0].tolist()}...; a generation argument stopped or steered it "
+                "(e.g. a custom stopping_criteria or logits_processor)"
+            )
+        return codes
 
 
-__all__ = ["SeedImageBlockLogitsProcessor", "check_image_vocabulary"]
+def check_image_block_arguments(
+    block: SeedImageBlockLogitsProcessor, generation_config: GenerationConfig, generate_kwargs: dict
+) -> None:
+    """
+    Raise a `ValueError` naming any `generate` argument that would cut an image block short or ban the tokens it is
+    made of: the block has a fixed length and every code must stay possible.
+    """
+    for name in ("max_new_tokens", "min_new_tokens", "max_length", "min_length"):
+        if name in generate_kwargs:
+            raise ValueError(f'generation_mode="image" fixes the image block\'s length; do not pass {name}')
+
+    def setting(name: str):
+        return generate_kwargs.get(name, getattr(generation_config, name, None))
+
+    for name in ("max_time", "stop_strings", "stopping_criteria"):
+        if setting(name):
+            raise ValueError(f'generation_mode="image" writes a fixed-length image block; do not pass {name}')
+    banned = {
+        "suppress_tokens": setting("suppress_tokens") or [],
+        "begin_suppress_tokens": setting("begin_suppress_tokens") or [],
+        "bad_words_ids": [token for word in setting("bad_words_ids") or [] for token in word],
+    }
+    block_ids = block.block_token_ids()
+    for name, token_ids in banned.items():
+        if block_ids.intersection(token_ids):
+            raise ValueError(
+                f'generation_mode="image" needs every code id and `</img>` available, but {name} bans '
+                f"{sorted(block_ids.intersection(token_ids))[:5]}..."
+            )
+
+
+__all__ = ["SeedImageBlockLogitsProcessor", "check_image_block_arguments", "check_image_vocabulary"]

@@ -185,6 +185,46 @@ class SeedProcessor(ProcessorMixin):
             generated_outputs, skip_special_tokens=skip_special_tokens, image_marker=image_marker, **kwargs
         )
 
+    def post_process_multimodal_output(
+        self, generated_outputs, skip_special_tokens: bool = True, generation_mode: str | None = None, **kwargs
+    ):
+        r"""
+        The output of [`SeedOPTForConditionalGeneration.generate`] in its modality, as the "any-to-any" pipeline
+        shows it.
+
+        Args:
+            generated_outputs (`torch.Tensor` or `np.ndarray`):
+                For `"text"`, token ids `(batch_size, sequence_length)` or `(sequence_length,)`; for `"image"`, the
+                codes `generate(..., generation_mode="image")` returns, `(num_images, image_seq_length)`.
+            skip_special_tokens (`bool`, *optional*, defaults to `True`):
+                Passed to [`~SeedProcessor.decode`] for text.
+            generation_mode (`str`, *optional*, defaults to `"text"`):
+                `"text"` or `"image"`.
+            kwargs:
+                Passed to [`~SeedProcessor.decode`] for text.
+
+        Returns:
+            For `"text"`, the decoded text(s), image blocks rendered by [`~SeedProcessor.decode`]; for `"image"`, one
+            `torch.LongTensor` of `image_seq_length` codes per image, which [`SeedDecodePipeline`] draws
+            (`decode_pipeline(codes=torch.stack(codes))`).
+        """
+        if generation_mode in (None, "text"):
+            return self.post_process_image_text_to_text(
+                generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs
+            )
+        if generation_mode != "image":
+            raise ValueError(f"SeedProcessor outputs text or image, got generation_mode={generation_mode!r}")
+        codes = torch.as_tensor(generated_outputs).reshape(-1, generated_outputs.shape[-1])
+        num_codes = self.tokenizer.num_image_tokens
+        if codes.shape[-1] != self.image_seq_length or codes.is_floating_point() or codes.numel() == 0:
+            raise ValueError(
+                f"Expected the integer codes of generate(..., generation_mode='image'), shape (num_images, "
+                f"{self.image_seq_length}), got {codes.dtype} of shape {tuple(generated_outputs.shape)}"
+            )
+        if codes.min() < 0 or codes.max() >= num_codes:
+            raise ValueError(f"Expected codes in [0, {num_codes}), got values from {codes.min()} to {codes.max()}")
+        return list(codes.long())
+
     def ids_to_codes(self, ids):
         """The codes of each image block in token ids (e.g. generated ones): see [`SeedOPTTokenizer.ids_to_codes`]."""
         return self.tokenizer.ids_to_codes(ids)

@@ -2,18 +2,27 @@
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from test_hub import HIDE_SEED_HF
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     AutoProcessor,
+    LogitsProcessor,
+    MaxLengthCriteria,
     OPTConfig,
     OPTForCausalLM,
+    StoppingCriteriaList,
 )
 
 from seed_hf import SeedImageBlockLogitsProcessor, SeedImageProcessor, SeedOPTForConditionalGeneration
@@ -30,8 +39,11 @@ def random_images(count: int, seed: int = 0) -> list[Image.Image]:
 
 def test_auto_classes_tied_head_and_save_load(tokenizer, model, tmp_path):
     config = seed_opt_config(tokenizer)
-    for auto_class in (AutoModelForCausalLM, AutoModelForImageTextToText):
+    for auto_class in (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMultimodalLM):
         assert type(auto_class.from_config(config)) is SeedOPTForConditionalGeneration
+    assert model.output_modalities == ("image", "text")
+    # What OPT supports, the wrapper declares (flex attention checked by hand: README, "SEED-OPT").
+    assert model._supports_flash_attn and model._supports_flex_attn and model._can_compile_fullgraph
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert model.lm_head.weight.shape[0] == len(tokenizer)
     assert model.generation_config.num_beams == 5
@@ -70,7 +82,7 @@ def test_pixel_values_fill_placeholders_like_code_ids(tokenizer, model):
     codes = model.vision_tokenizer.encode(with_pixels.pixel_values)
     with_codes = processor(text=text, codes=codes, padding=True, return_tensors="pt")
 
-    filled, _ = model.fill_image_tokens(with_pixels.input_ids, with_pixels.pixel_values)
+    filled, _, _ = model.fill_image_tokens(with_pixels.input_ids, with_pixels.pixel_values)
     assert torch.equal(filled, with_codes.input_ids)
     # Placeholder positions of the labels take the same code ids as the inputs.
     from_pixels = model(**with_pixels, labels=with_pixels.input_ids)
@@ -81,25 +93,15 @@ def test_pixel_values_fill_placeholders_like_code_ids(tokenizer, model):
     assert torch.isfinite(from_codes.logits).all()
 
 
-def test_generate_reads_pixel_values_on_the_first_step_only(tokenizer, model):
+def test_generate_fills_pixel_values_before_decoding(tokenizer, model):
     processor = tiny_processor(tokenizer)
     images = random_images(2, seed=1)
     text = ["<image>a", "<image>"]
     with_pixels = processor(text=text, images=images, padding=True, padding_side="left", return_tensors="pt")
     codes = model.vision_tokenizer.encode(with_pixels.pixel_values)
     with_codes = processor(text=text, codes=codes, padding=True, padding_side="left", return_tensors="pt")
-    from_pixels = model.generate(**with_pixels, max_new_tokens=4)
-    from_codes = model.generate(**with_codes, max_new_tokens=4)
-    prompt_length = with_codes.input_ids.shape[1]
-    assert torch.equal(from_pixels[:, prompt_length:], from_codes[:, prompt_length:])
-
-    first = model.prepare_inputs_for_generation(
-        with_pixels.input_ids, pixel_values=with_pixels.pixel_values, is_first_iteration=True, use_cache=True
-    )
-    later = model.prepare_inputs_for_generation(
-        with_pixels.input_ids, pixel_values=with_pixels.pixel_values, is_first_iteration=False, use_cache=True
-    )
-    assert first["pixel_values"] is with_pixels.pixel_values and "pixel_values" not in later
+    # The returned prompt holds the code ids the model read where the placeholders were.
+    assert torch.equal(model.generate(**with_pixels, max_new_tokens=4), model.generate(**with_codes, max_new_tokens=4))
 
 
 def test_batched_generation_with_left_padding_equals_one_at_a_time(tokenizer, model):
@@ -163,6 +165,17 @@ def test_image_block_logits_processor():
     assert torch.equal(allowed[3], close)
     with pytest.raises(ValueError, match="more than 2 tokens"):
         processor(torch.tensor([[14, 10, 11, 12]]), scores[:1])
+    # Inside a block, an earlier processor that banned every allowed token is an error, not a token picked at -inf.
+    banned = scores[1:2].clone()
+    banned[:, 10:14] = -float("inf")
+    with pytest.raises(ValueError, match="has a score of -inf"):
+        processor(input_ids[1:2], banned)
+    processor(input_ids[:1], banned)  # outside a block, text tokens remain
+
+    assert torch.equal(processor.codes_of_generated_block(torch.tensor([[12, 10, 15]])), torch.tensor([[2, 0]]))
+    for malformed in ([[12, 15]], [[12, 10, 3]], [[3, 10, 15]], [[12, 10, 11, 15]]):
+        with pytest.raises(ValueError, match="must write 2 code ids then `</img>`"):
+            processor.codes_of_generated_block(torch.tensor(malformed))
 
 
 def test_bad_input_raises_clear_errors(tokenizer, model):
@@ -173,7 +186,7 @@ def test_bad_input_raises_clear_errors(tokenizer, model):
         model(input_ids=inputs.input_ids, pixel_values=two_images)
     with pytest.raises(ValueError, match="no pixel_values were given"):
         model(input_ids=inputs.input_ids)
-    with pytest.raises(ValueError, match="not inputs_embeds"):
+    with pytest.raises(ValueError, match="hold 0 `<image>` placeholder tokens"):
         model(inputs_embeds=torch.zeros(1, 3, 64), pixel_values=inputs.pixel_values)
 
     text_only = tiny_seed_opt(tokenizer, vision_seed=None)
@@ -257,3 +270,160 @@ def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
     assert script.main(arguments) == 1  # no overwrite without the flag
     assert (tmp_path / "seed-opt" / "config.json").read_text() == config_before
     assert script.main([*arguments, "--overwrite"]) == 0
+
+
+def sample_ids(tokenizer) -> torch.Tensor:
+    return torch.tensor([[tokenizer.bos_token_id, 5, 6, tokenizer.image_token_start_id + 3, 8, 9]])
+
+
+def test_cache_passed_as_past_key_values_continues_the_sequence(tokenizer, model):
+    input_ids = sample_ids(tokenizer)
+    full = model(input_ids=input_ids).logits
+    for name in ("cache", "past_key_values"):
+        prefix = model(input_ids=input_ids[:, :4], use_cache=True)
+        continued = model(input_ids=input_ids[:, 4:], **{name: prefix.cache}).logits
+        torch.testing.assert_close(continued, full[:, 4:])
+    with pytest.raises(ValueError, match="as cache or as past_key_values .* not both"):
+        model(input_ids=input_ids[:, 4:], cache=prefix.cache, past_key_values=prefix.cache)
+
+
+def test_return_dict_false_returns_a_tuple(tokenizer, model):
+    input_ids = sample_ids(tokenizer)
+    as_output = model(input_ids=input_ids, labels=input_ids)
+    loss, logits, *_ = model(input_ids=input_ids, labels=input_ids, return_dict=False)
+    torch.testing.assert_close(loss, as_output.loss, rtol=0, atol=0)
+    torch.testing.assert_close(logits, as_output.logits, rtol=0, atol=0)
+
+
+def test_inputs_embeds_with_pixel_values_equal_input_ids(tokenizer, model):
+    processor = tiny_processor(tokenizer)
+    inputs = processor(
+        text=["<image>a red", "a <image>"],
+        images=random_images(2),
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+    )
+    embeds = model.get_input_embeddings()(inputs.input_ids)
+    from_ids = model(**inputs, labels=inputs.input_ids)
+    from_embeds = model(
+        inputs_embeds=embeds,
+        attention_mask=inputs.attention_mask,
+        pixel_values=inputs.pixel_values,
+        labels=inputs.input_ids,
+    )
+    torch.testing.assert_close(from_embeds.logits, from_ids.logits, rtol=0, atol=0)
+    torch.testing.assert_close(from_embeds.loss, from_ids.loss, rtol=0, atol=0)
+
+    generated = model.generate(**inputs, max_new_tokens=4, num_beams=1)[:, inputs.input_ids.shape[1] :]
+    from_embeds = model.generate(
+        inputs_embeds=embeds,
+        attention_mask=inputs.attention_mask,
+        pixel_values=inputs.pixel_values,
+        max_new_tokens=4,
+        num_beams=1,
+    )
+    assert torch.equal(from_embeds, generated)
+
+
+def test_assisted_and_prompt_lookup_decoding_with_images_equal_greedy(tokenizer, model):
+    # The prompt repeats "a": prompt lookup proposes what followed it, the image block.
+    inputs = tiny_processor(tokenizer)(text="a<image>a", images=random_images(1), return_tensors="pt")
+    greedy = model.generate(**inputs, max_new_tokens=6, num_beams=1, do_sample=False)
+    # An assistant without a vision tokenizer: it reads the code ids the model wrote into the prompt.
+    assistant = tiny_seed_opt(tokenizer, vision_seed=None, seed=1)
+    assisted = model.generate(**inputs, max_new_tokens=6, num_beams=1, do_sample=False, assistant_model=assistant)
+    lookup = model.generate(**inputs, max_new_tokens=6, num_beams=1, do_sample=False, prompt_lookup_num_tokens=3)
+    assert torch.equal(assisted, greedy) and torch.equal(lookup, greedy)
+
+
+def test_generation_mode_image_writes_one_block_like_generate_images(tokenizer, model):
+    prompts = tokenizer(["a", "A photo of a red"], padding=True, padding_side="left", return_tensors="pt")
+    codes = model.generate(**prompts, generation_mode="image")
+    assert codes.shape == (2, tokenizer.image_seq_length)
+    assert torch.equal(codes, model.generate_images(**prompts))
+    with_scores = model.generate(**prompts, generation_mode="image", return_dict_in_generate=True, output_scores=True)
+    assert torch.equal(with_scores.sequences, codes) and len(with_scores.scores) == tokenizer.image_seq_length + 1
+    # An image prompt, read through the vision tokenizer.
+    inputs = tiny_processor(tokenizer)(text="<image>a", images=random_images(1), return_tensors="pt")
+    assert model.generate(**inputs, generation_mode="image").shape == (1, tokenizer.image_seq_length)
+    with pytest.raises(ValueError, match=r"generation_mode must be one of \('image', 'text'\), got 'audio'"):
+        model.generate(**prompts, generation_mode="audio")
+
+
+class BanImageCodes(LogitsProcessor):
+    """A user logits processor that rules out every image code."""
+
+    def __init__(self, tokenizer):
+        self.codes = slice(tokenizer.image_token_start_id, tokenizer.image_token_start_id + tokenizer.num_image_tokens)
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.codes] = -float("inf")
+        return scores
+
+
+def test_generate_images_refuses_what_would_break_the_block(tokenizer, model):
+    prompt = tokenizer("a red", return_tensors="pt")
+    code = tokenizer.image_token_start_id + 5
+    refused = {
+        "max_time": 0.001,
+        "stop_strings": ["a"],
+        "stopping_criteria": StoppingCriteriaList([MaxLengthCriteria(max_length=4)]),
+        "suppress_tokens": [code],
+        "begin_suppress_tokens": [tokenizer.eoi_token_id],
+        "bad_words_ids": [[code]],
+    }
+    for name, value in refused.items():
+        with pytest.raises(
+            ValueError, match=rf"do not pass {name}|{name} bans \[{value if name != 'bad_words_ids' else code}"
+        ):
+            model.generate_images(**prompt, **{name: value})
+    for sampling in ({}, {"do_sample": True}):
+        with pytest.raises(ValueError, match="has a score of -inf"):
+            model.generate_images(**prompt, logits_processor=[BanImageCodes(tokenizer)], **sampling)
+
+    # The prompt, `<img>` and 32 codes must fit in the 96 learned positions.
+    assert model.generate_images(torch.full((1, 63), 5)).shape == (1, tokenizer.image_seq_length)
+    with pytest.raises(ValueError, match=r"A prompt of 64 tokens .* needs 97 positions but the model has 96"):
+        model.generate_images(torch.full((1, 64), 5))
+
+
+def test_generate_images_infers_the_attention_mask_from_padding(tokenizer, model):
+    prompts = tokenizer(["a", "A photo of a red"], padding=True, padding_side="left", return_tensors="pt")
+    assert (prompts.attention_mask == 0).any()
+    assert torch.equal(model.generate_images(prompts.input_ids), model.generate_images(**prompts))
+
+
+def test_forward_compiles_with_fullgraph(tokenizer, model):
+    input_ids = sample_ids(tokenizer)
+    attention_mask = torch.ones_like(input_ids)
+    # The "eager" backend still captures one whole graph (fullgraph=True fails on any break) without compiling C++.
+    compiled = torch.compile(model.forward, fullgraph=True, backend="eager")
+    torch.testing.assert_close(
+        compiled(input_ids=input_ids, attention_mask=attention_mask).logits,
+        model(input_ids=input_ids, attention_mask=attention_mask).logits,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_saved_folder_loads_as_causal_lm_without_seed_hf(tokenizer, model, tmp_path):
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    class_path = "modeling_seed_opt.SeedOPTForConditionalGeneration"
+    assert auto_map["AutoModelForCausalLM"] == auto_map["AutoModelForImageTextToText"] == class_path
+    input_ids = sample_ids(tokenizer)
+    script = HIDE_SEED_HF + (
+        "import sys, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        f"print(type(model).__module__, model(input_ids=torch.tensor({input_ids.tolist()})).logits[0, -1, :4].tolist())\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, logits = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert not module.startswith("seed_hf")
+    torch.testing.assert_close(torch.tensor(json.loads(logits)), model(input_ids=input_ids).logits[0, -1, :4])

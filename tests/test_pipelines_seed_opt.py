@@ -1,10 +1,13 @@
-"""SEED-OPT in transformers pipelines: "image-text-to-text" captions, the registered "text-to-image" draws."""
+"""SEED-OPT in transformers pipelines: "image-text-to-text" captions, "any-to-any" writes codes, "text-to-image" draws."""
+
+import importlib.util
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from transformers import pipeline
+from transformers.pipelines import any_to_any
 
 from seed_hf import SeedOPTForConditionalGeneration, SeedTextToImagePipeline
 
@@ -72,3 +75,32 @@ def test_text_to_image_pipeline_bad_input(tokenizer, model):
         painter("a red circle", **DECODE_KWARGS)
     with pytest.raises(ValueError, match="takes a prompt string"):
         pipeline("text-to-image", model=model, tokenizer=tokenizer, decode_pipeline=tiny_pipeline())(3)
+
+
+def test_any_to_any_pipeline_writes_image_codes_that_decode_in_one_call(tokenizer, model, monkeypatch):
+    if importlib.util.find_spec("torchvision") is None:
+        # The pipeline asks for torchvision whenever a model reads images; SeedImageProcessor needs only PIL.
+        monkeypatch.setattr(any_to_any, "requires_backends", lambda *args, **kwargs: None)
+    processor = tiny_processor(tokenizer)
+    generator = pipeline("any-to-any", model=model, processor=processor)
+    outputs = generator(text="a red circle", generation_mode="image")
+    expected = model.generate(**tokenizer("a red circle", return_tensors="pt"), generation_mode="image")
+    assert len(outputs) == 1 and torch.equal(outputs[0]["generated_image"], expected[0])
+    decode = tiny_pipeline()
+    images = decode(codes=torch.stack([output["generated_image"] for output in outputs]), **DECODE_KWARGS).images
+    assert len(images) == 1 and images[0].size == (64, 64)
+
+    sampled = generator(
+        text="a", generation_mode="image", generate_kwargs={"do_sample": True, "num_return_sequences": 2}
+    )
+    assert [output["generated_image"].shape for output in sampled] == [(tokenizer.image_seq_length,)] * 2
+    text = generator(text="a red circle", max_new_tokens=3, generate_kwargs={"num_beams": 1})[0]["generated_text"]
+    generated = model.generate(**tokenizer("a red circle", return_tensors="pt"), max_new_tokens=3, num_beams=1)
+    assert text == processor.post_process_multimodal_output(generated)[0]
+
+    with pytest.raises(ValueError, match=r"shape \(num_images, 32\), got torch.int64 of shape \(1, 5\)"):
+        processor.post_process_multimodal_output(torch.zeros(1, 5, dtype=torch.long), generation_mode="image")
+    with pytest.raises(ValueError, match=rf"codes in \[0, {tokenizer.num_image_tokens}\), got values from -1"):
+        processor.post_process_multimodal_output(torch.full((1, 32), -1), generation_mode="image")
+    with pytest.raises(ValueError, match="outputs text or image, got generation_mode='audio'"):
+        processor.post_process_multimodal_output(expected, generation_mode="audio")
