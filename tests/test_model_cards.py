@@ -3,6 +3,7 @@ The model cards and the README: Hub metadata and licences, the citation, and eve
 models standing in for the repo ids and folders they name).
 """
 
+import importlib.util
 import re
 
 import diffusers
@@ -127,6 +128,8 @@ def readme_folder(artifacts, tmp_path, monkeypatch):
 def test_readme_snippets_run(index, readme_folder):
     """Each README snippet runs as written in a fresh namespace; "your-org/" repo ids stand for the local folders."""
     heading, snippet = readme_snippets()[index]
+    if '"any-to-any"' in snippet and importlib.util.find_spec("torchvision") is None:
+        pytest.skip("transformers' any-to-any pipeline needs torchvision, which is not installed")
     assert re.search(r"^(import seed_hf|from seed_hf)", snippet, re.MULTILINE), f"{heading}: import seed_hf first"
     torch.manual_seed(0)
     code = snippet.replace("your-org/", "")
