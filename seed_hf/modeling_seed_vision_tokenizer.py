@@ -297,29 +297,29 @@ class SeedVisionTokenizer(SeedPreTrainedModel):
             causal_query_output=self.query_tokens.new_zeros(0, config.num_query_tokens, width),
         )
 
-    @torch.no_grad()
     def encode(self, pixel_values: torch.FloatTensor) -> torch.LongTensor:
         r"""
         Tokenize images; runs only the encoder side.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-                Images prepared by [`SeedImageProcessor`] (any floating dtype; finite, within
-                `[-MAX_ABS_PIXEL_VALUE, MAX_ABS_PIXEL_VALUE]`).
+                Images prepared by [`SeedImageProcessor`], of any floating dtype, finite and within
+                `[-MAX_ABS_PIXEL_VALUE, MAX_ABS_PIXEL_VALUE]` = [-10, 10].
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_query_tokens)`: the codes.
         """
+        # Checks before `no_grad`: a compiled or exported check that fails inside it would leave gradients off.
         self._check_pixel_values(pixel_values)
         if pixel_values.shape[0] == 0:
             return self._empty_outputs().codes
-        return self._encode(pixel_values)[2]
+        with torch.no_grad():
+            return self._encode(pixel_values)[2]
 
     def lookup_codes(self, codes: torch.LongTensor) -> torch.FloatTensor:
         """Codebook vectors of `codes`, shape `(batch_size, num_query_tokens, codebook_dim)`."""
         return self.quantizer.codebook(self._check_codes(codes))
 
-    @torch.no_grad()
     def embed_codes(self, codes: torch.LongTensor) -> torch.FloatTensor:
         r"""
         Turn codes into generation embeddings, without any image.
@@ -331,10 +331,11 @@ class SeedVisionTokenizer(SeedPreTrainedModel):
         Returns:
             `torch.FloatTensor` of shape `(batch_size, num_reverse_tokens, generation_embed_dim)`.
         """
-        quantized = self.lookup_codes(codes)
-        if quantized.shape[0] == 0:
+        codes = self._check_codes(codes)  # before `no_grad`, as in `encode`
+        if codes.shape[0] == 0:
             return self._empty_outputs().generation_embeds
-        return self.decoder(quantized)[0]
+        with torch.no_grad():
+            return self.decoder(self.quantizer.codebook(codes))[0]
 
     def forward(
         self,

@@ -327,7 +327,11 @@ def compile_model() -> SeedVisionTokenizer:
 def test_compiled_encode_fullgraph_equals_eager():
     model = compile_model()
     pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(torch.compile(model.encode, fullgraph=True)(pixel_values), model.encode(pixel_values))
+    compiled = torch.compile(model.encode, fullgraph=True)
+    assert torch.equal(compiled(pixel_values), model.encode(pixel_values))
+    with pytest.raises(RuntimeError):  # the value check stays in the graph as a runtime assertion
+        compiled(torch.full_like(pixel_values, float("nan")))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
 
 
 def test_compiled_embed_codes_fullgraph_equals_eager():
@@ -335,6 +339,9 @@ def test_compiled_embed_codes_fullgraph_equals_eager():
     codes = torch.randint(0, model.config.codebook_size, (2, 32), generator=torch.Generator().manual_seed(6))
     compiled = torch.compile(model.embed_codes, fullgraph=True)
     torch.testing.assert_close(compiled(codes), model.embed_codes(codes), atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError):
+        compiled(torch.full_like(codes, model.config.codebook_size))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
 
 
 class _Method(torch.nn.Module):
@@ -358,3 +365,6 @@ def test_exported_encode_and_embed_codes_equal_eager():
     torch.testing.assert_close(exported_embed(codes), model.embed_codes(codes), atol=1e-4, rtol=1e-4)
     with pytest.raises(RuntimeError):  # the value checks stay in the exported graph as runtime assertions
         exported_encode(torch.full((2, 3, 28, 28), float("nan")))
+    with pytest.raises(RuntimeError):
+        exported_embed(torch.full_like(codes, -1))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
