@@ -9,7 +9,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from seed_hf import SeedImageProcessor, SeedVisionTokenizer, SeedVisionTokenizerConfig
 
-from conftest import tiny_config, tiny_tokenizer
+from conftest import randomize_, tiny_config, tiny_tokenizer
 
 
 class SeedVisionTokenizerTester:
@@ -308,20 +308,10 @@ def test_gradient_checkpointing_gives_equal_gradients(tokenizer_model):
 
 
 def compile_model() -> SeedVisionTokenizer:
-    """One layer per part: compiling takes seconds per layer on a CPU."""
-    return tiny_tokenizer(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        ),
-        qformer_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4),
-        decoder_num_blocks=1,
-        reverse_qformer_num_hidden_layers=1,
-    )
+    """`tiny_config` with one layer per part: compiling takes seconds per layer on a CPU."""
+    config = tiny_config(decoder_num_blocks=1, reverse_qformer_num_hidden_layers=1)
+    config.vision_config.num_hidden_layers = config.qformer_config.num_hidden_layers = 1
+    return randomize_(SeedVisionTokenizer(config).eval())
 
 
 def test_compiled_encode_fullgraph_equals_eager():
