@@ -58,7 +58,7 @@ def randomize_(model: SeedVisionTokenizer, seed: int = 0) -> SeedVisionTokenizer
         else:
             parameter.copy_(0.1 * noise)
     pixel_values = torch.randn(8, 3, *(2 * [model.config.vision_config.image_size]), generator=generator)
-    _, query_output, _ = model._encode(pixel_values)
+    query_output = model(pixel_values).causal_query_output
     projected = model.quantizer.encode_task_layer(query_output).flatten(0, 1)
     codebook = model.quantizer.codebook.weight
     codebook.copy_(projected.mean(0) + projected.std(0) * torch.randn(codebook.shape, generator=generator))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from seed_hf import SeedImageProcessor
 
@@ -101,3 +101,84 @@ def test_size_follows_config(tmp_path):
 def test_bad_images(processor, image, message):
     with pytest.raises(ValueError, match=message):
         processor(image)
+
+
+@pytest.fixture
+def sideways_photo(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (turn 90 degrees clockwise to view), as phones write them."""
+    stored = random_image("RGB", size=(40, 24))
+    exif = Image.Exif()
+    exif[Image.ExifTags.Base.Orientation] = 6
+    path = tmp_path / "photo.jpg"
+    stored.save(path, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied_at_every_entry_point(processor, sideways_photo):
+    """A path, an opened image, its copy (`seed-hf reconstruct`) and the `seed-hf tokenize` loaders agree."""
+    import datasets
+
+    from seed_hf.dataset_tokenization import load_image, prepare_image
+
+    with Image.open(sideways_photo) as opened:
+        upright = ImageOps.exif_transpose(opened)
+        assert upright.size == (24, 40)
+        expected = reference(upright)
+        from_pil = processor(opened, return_tensors="pt").pixel_values[0].numpy()
+        from_copy = processor(opened.copy(), return_tensors="pt").pixel_values[0].numpy()
+    from_path = processor(str(sideways_photo), return_tensors="pt").pixel_values[0].numpy()
+    from_tokenize = prepare_image(sideways_photo.name, processor, base_dir=sideways_photo.parent)[0].numpy()
+    cell = {"bytes": sideways_photo.read_bytes(), "path": None}
+    from_undecoded_cell = processor(load_image(cell), return_tensors="pt").pixel_values[0].numpy()
+    column = datasets.Dataset.from_dict({"image": [str(sideways_photo)]}).cast_column("image", datasets.Image())
+    from_decoded_column = processor(column[0]["image"], return_tensors="pt").pixel_values[0].numpy()
+    for pixel_values in (from_pil, from_copy, from_path, from_tokenize, from_undecoded_cell, from_decoded_column):
+        np.testing.assert_allclose(pixel_values, expected, atol=1e-5)
+
+
+def test_exif_transpose_can_be_turned_off_for_the_original_behaviour(processor, sideways_photo, tmp_path):
+    """`do_exif_transpose=False` is the original `Image.open(path).convert("RGB")`, for paths and PIL images alike."""
+    with Image.open(sideways_photo) as opened:
+        original = reference(opened)
+        from_pil = processor(opened, do_exif_transpose=False, return_tensors="pt").pixel_values[0].numpy()
+    np.testing.assert_allclose(from_pil, original, atol=1e-5)
+    SeedImageProcessor(do_exif_transpose=False).save_pretrained(tmp_path)
+    saved = SeedImageProcessor.from_pretrained(tmp_path)
+    np.testing.assert_allclose(
+        saved(str(sideways_photo), return_tensors="pt").pixel_values[0].numpy(), original, atol=1e-5
+    )
+
+
+def test_empty_batch_gives_empty_pixel_values(processor):
+    assert processor([], return_tensors="pt").pixel_values.shape == (0, 3, 224, 224)
+    assert processor(np.zeros((0, 8, 8, 3), dtype=np.uint8), return_tensors="pt").pixel_values.shape == (
+        0,
+        3,
+        224,
+        224,
+    )
+
+
+def test_small_channels_last_arrays_need_input_data_format(processor):
+    """A (4, 4, 3) array could be 4 channels of 4x3 or 3 channels of 4x4: refused unless the layout is given."""
+    image = random_image("RGB", size=(4, 4))
+    hwc = np.asarray(image)
+    with pytest.raises(ValueError, match="input_data_format='channels_first' or 'channels_last'"):
+        processor(hwc)
+    for array, layout in ((hwc, "channels_last"), (hwc.transpose(2, 0, 1), "channels_first")):
+        pixel_values = processor(array, input_data_format=layout, return_tensors="pt").pixel_values
+        np.testing.assert_allclose(pixel_values[0].numpy(), reference(image), atol=1e-5)
+    gray = random_image("L", size=(4, 3))
+    for layout in ("channels_first", "channels_last"):
+        pixel_values = processor(np.asarray(gray), input_data_format=layout, return_tensors="pt").pixel_values
+        np.testing.assert_allclose(pixel_values[0].numpy(), reference(gray), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_float_tensors(processor, dtype):
+    """Half-precision tensors are read exactly as the float32 tensor of the same values."""
+    image = torch.rand(3, 20, 30, generator=torch.Generator().manual_seed(0)).to(dtype)
+    pixel_values = processor(image, return_tensors="pt").pixel_values
+    expected = processor(image.float(), return_tensors="pt").pixel_values
+    assert pixel_values.dtype == torch.float32
+    torch.testing.assert_close(pixel_values, expected, atol=0, rtol=0)

@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from seed_hf import SeedImageProcessor, SeedVisionTokenizer, SeedVisionTokenizerConfig
 
-from conftest import tiny_config, tiny_tokenizer
+from conftest import randomize_, tiny_config, tiny_tokenizer
 
 
 class SeedVisionTokenizerTester:
@@ -172,6 +173,8 @@ def test_codes_are_deterministic_in_train_mode(tokenizer_model):
         (torch.randn(1, 3, 32, 32), r"got \(1, 3, 32, 32\)"),
         (torch.full((1, 3, 28, 28), float("nan")), "NaN"),
         (torch.full((1, 3, 28, 28), float("inf")), "infinite"),
+        (torch.full((1, 3, 28, 28), 1e30), r"within \[-10, 10\]"),
+        (torch.full((1, 3, 28, 28), 255.0), r"within \[-10, 10\]"),
         (torch.zeros(1, 3, 28, 28, dtype=torch.long), "floating-point"),
         ([[0.0]], "torch.Tensor"),
     ],
@@ -188,9 +191,11 @@ def test_bad_pixel_values(tokenizer_model, pixel_values, message):
     [
         (torch.full((1, 32), 64), r"\[0, 64\)"),
         (torch.full((1, 32), -1), r"\[0, 64\)"),
+        (torch.full((1, 32), 200, dtype=torch.uint8), r"\[0, 64\)"),
         (torch.zeros(1, 31, dtype=torch.long), r"\(batch_size, 32\)"),
         (torch.zeros(32, dtype=torch.long), r"\(batch_size, 32\)"),
         (torch.zeros(1, 32), "integer"),
+        (torch.zeros(1, 32, dtype=torch.bool), "integer"),
         ([[0] * 32], "torch.LongTensor"),
     ],
 )
@@ -206,3 +211,150 @@ def test_tiny_config_matches_shipped_json():
     assert shipped.to_diff_dict() == tiny_config().to_diff_dict()
     released = SeedVisionTokenizerConfig.from_json_file(REPO_ROOT / "configuration" / "seed_tokenizer_v1.json")
     assert released.to_diff_dict() == SeedVisionTokenizerConfig().to_diff_dict()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_codes_of_any_integer_dtype(dtype):
+    """Codes are compared in int64: uint8 codes against a 256-entry codebook (256 wraps to 0 in uint8) are fine."""
+    model = tiny_tokenizer(codebook_size=256)
+    codes = torch.arange(32).repeat(2, 1) * (7 if dtype == torch.uint8 else 3)
+    assert codes.max() >= 128 if dtype == torch.uint8 else codes.max() < 128
+    torch.testing.assert_close(model.embed_codes(codes.to(dtype)), model.embed_codes(codes), atol=0, rtol=0)
+
+
+def test_empty_batches_give_empty_outputs(tokenizer_model):
+    config = tokenizer_model.config
+    pixel_values = torch.zeros(0, 3, 28, 28)
+    codes = tokenizer_model.encode(pixel_values)
+    assert codes.shape == (0, config.num_query_tokens) and codes.dtype == torch.long
+    embeds = tokenizer_model.embed_codes(torch.zeros(0, config.num_query_tokens, dtype=torch.int32))
+    assert embeds.shape == (0, config.num_reverse_tokens, config.generation_embed_dim)
+    with torch.no_grad():
+        outputs = tokenizer_model(pixel_values)
+        one = tokenizer_model(torch.zeros(1, 3, 28, 28))
+    for name in ("codes", "quantized", "generation_embeds", "image_embeds", "causal_query_output"):
+        assert outputs[name].shape == (0, *one[name].shape[1:]) and outputs[name].dtype == one[name].dtype, name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_pixel_values(tokenizer_model, dtype):
+    """Half-precision pixel values give the codes of the same values in float32, for a float32 model."""
+    pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(3)).to(dtype)
+    assert torch.equal(tokenizer_model.encode(pixel_values), tokenizer_model.encode(pixel_values.float()))
+
+
+def test_return_dict_false_gives_tuples(tokenizer_model):
+    pixel_values = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        outputs = tokenizer_model(pixel_values)
+        as_tuple = tokenizer_model(pixel_values, return_dict=False)
+        tokenizer_model.config.return_dict = False
+        from_config = tokenizer_model(pixel_values)
+    assert type(as_tuple) is tuple and type(from_config) is tuple and len(as_tuple) == 5
+    for first, second, third in zip(outputs.to_tuple(), as_tuple, from_config):
+        assert torch.equal(first, second) and torch.equal(first, third)
+
+
+def test_hidden_states_and_attentions_compare_eager_and_sdpa_layer_by_layer():
+    eager, sdpa = SeedVisionTokenizerTester("eager"), SeedVisionTokenizerTester("sdpa")
+    config = eager.config
+    with torch.no_grad():
+        first = eager.model(eager.pixel_values, output_hidden_states=True, output_attentions=True)
+        second = sdpa.model(sdpa.pixel_values, output_hidden_states=True)
+    depths = {
+        "vision_hidden_states": config.vision_config.num_hidden_layers,
+        "qformer_hidden_states": config.qformer_config.num_hidden_layers,
+        "decoder_hidden_states": config.decoder_num_blocks,
+        "reverse_qformer_hidden_states": config.reverse_qformer_num_hidden_layers,
+    }
+    for name, depth in depths.items():
+        assert len(first[name]) == len(second[name]) == depth + 1, name
+        for layer, (eager_state, sdpa_state) in enumerate(zip(first[name], second[name])):
+            torch.testing.assert_close(eager_state, sdpa_state, atol=1e-5, rtol=1e-5, msg=f"{name}[{layer}]")
+    torch.testing.assert_close(
+        first.vision_hidden_states[-1],
+        eager.model.vision_model.encoder(eager.model.vision_model.embeddings(eager.pixel_values)).last_hidden_state,
+    )
+    assert second.vision_attentions is None
+    vision_heads, patches = config.vision_config.num_attention_heads, first.image_embeds.shape[1]
+    assert [tuple(weights.shape) for weights in first.vision_attentions] == depths["vision_hidden_states"] * [
+        (eager.batch_size, vision_heads, patches, patches)
+    ]
+    assert len(first.qformer_cross_attentions) == len(first.reverse_qformer_cross_attentions) == 1
+    # The causal Q-Former's self-attention (its first recorded weights) puts no weight on later queries.
+    self_attention = first.qformer_attentions[0]
+    assert self_attention.shape[-2:] == (config.num_query_tokens, config.num_query_tokens)
+    assert self_attention.triu(1).abs().max() == 0
+    torch.testing.assert_close(self_attention.sum(-1), torch.ones_like(self_attention.sum(-1)))
+
+
+def test_gradient_checkpointing_gives_equal_gradients(tokenizer_model):
+    pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(4))
+
+    def gradients(model):
+        outputs = model.train()(pixel_values)
+        (outputs.generation_embeds.square().mean() + outputs.causal_query_output.square().mean()).backward()
+        return {name: parameter.grad for name, parameter in model.named_parameters() if parameter.grad is not None}
+
+    checkpointed = copy.deepcopy(tokenizer_model)
+    checkpointed.gradient_checkpointing_enable()
+    layers = [module for module in checkpointed.modules() if isinstance(module, GradientCheckpointingLayer)]
+    assert len(layers) == 2 + 2 + 2 + 2, "vision layers, Q-Former layers, decoder blocks, reverse Q-Former layers"
+    assert checkpointed.is_gradient_checkpointing and all(layer.gradient_checkpointing for layer in layers)
+    expected, actual = gradients(tokenizer_model), gradients(checkpointed)
+    assert expected.keys() == actual.keys() and any("vision_model" in name for name in expected)
+    for name, gradient in expected.items():
+        torch.testing.assert_close(actual[name], gradient, msg=name)
+
+
+def compile_model() -> SeedVisionTokenizer:
+    """`tiny_config` with one layer per part: compiling takes seconds per layer on a CPU."""
+    config = tiny_config(decoder_num_blocks=1, reverse_qformer_num_hidden_layers=1)
+    config.vision_config.num_hidden_layers = config.qformer_config.num_hidden_layers = 1
+    return randomize_(SeedVisionTokenizer(config).eval())
+
+
+def test_compiled_encode_fullgraph_equals_eager():
+    model = compile_model()
+    pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(5))
+    compiled = torch.compile(model.encode, fullgraph=True)
+    assert torch.equal(compiled(pixel_values), model.encode(pixel_values))
+    with pytest.raises(RuntimeError):  # the value check stays in the graph as a runtime assertion
+        compiled(torch.full_like(pixel_values, float("nan")))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
+
+
+def test_compiled_embed_codes_fullgraph_equals_eager():
+    model = compile_model()
+    codes = torch.randint(0, model.config.codebook_size, (2, 32), generator=torch.Generator().manual_seed(6))
+    compiled = torch.compile(model.embed_codes, fullgraph=True)
+    torch.testing.assert_close(compiled(codes), model.embed_codes(codes), atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError):
+        compiled(torch.full_like(codes, model.config.codebook_size))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
+
+
+class _Method(torch.nn.Module):
+    """Wraps one method of a model as the `forward` that `torch.export` traces."""
+
+    def __init__(self, model, name):
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, inputs):
+        return getattr(self.model, self.name)(inputs)
+
+
+def test_exported_encode_and_embed_codes_equal_eager():
+    model = compile_model()
+    pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(7))
+    codes = model.encode(pixel_values)
+    exported_encode = torch.export.export(_Method(model, "encode"), (pixel_values,)).module()
+    exported_embed = torch.export.export(_Method(model, "embed_codes"), (codes,)).module()
+    assert torch.equal(exported_encode(pixel_values), codes)
+    torch.testing.assert_close(exported_embed(codes), model.embed_codes(codes), atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError):  # the value checks stay in the exported graph as runtime assertions
+        exported_encode(torch.full((2, 3, 28, 28), float("nan")))
+    with pytest.raises(RuntimeError):
+        exported_embed(torch.full_like(codes, -1))
+    assert torch.is_grad_enabled(), "a failed check must not leave gradients off"
