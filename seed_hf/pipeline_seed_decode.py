@@ -371,6 +371,8 @@ class SeedDecodePipeline(DiffusionPipeline, StableDiffusionMixin, StableDiffusio
                     f"`generation_embeds` must be a floating-point tensor of shape (batch_size, {expected[0]}, "
                     f"{expected[1]}), got {got}"
                 )
+            if not torch.isfinite(generation_embeds).all():
+                raise ValueError("`generation_embeds` contain NaN or infinite values: they would draw blank pictures")
             batch_size = generation_embeds.shape[0]
         if batch_size == 0:
             raise ValueError(f"`{given[0]}` holds no input: pass at least one")

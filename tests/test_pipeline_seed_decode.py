@@ -424,6 +424,7 @@ BAD_INPUTS = {
     "embeds wrong length": ({"generation_embeds": torch.zeros(2, 76, 768)}, r"shape \(batch_size, 77, 768\)"),
     "embeds 2-D": ({"generation_embeds": torch.zeros(77, 768)}, r"shape \(batch_size, 77, 768\)"),
     "embeds integer": ({"generation_embeds": torch.zeros(1, 77, 768, dtype=torch.long)}, "floating-point tensor"),
+    "embeds with NaN": ({"generation_embeds": torch.full((1, 77, 768), float("nan"))}, "NaN or infinite"),
     "image of strings": ({"image": "cat.png"}, "`image` must be a PIL image"),
     "empty image list": ({"image": []}, r"non-empty list of them, got \[\]"),
     "list with a path": ({"image": [PIL.Image.new("RGB", (8, 8)), "cat.png"]}, r"got \['Image', 'str'\]"),
