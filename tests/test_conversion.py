@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import PIL
 import pytest
 import torch
+from packaging.version import Version
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModel
@@ -98,7 +100,15 @@ def test_image_processor_matches_original_preprocessing(converted):
     images = [Image.open(fixture / "images" / name) for name in names]
     pixel_values = processor(images, return_tensors="pt").pixel_values
     assert pixel_values.shape == expected["pixel_values"].shape
-    assert (pixel_values - expected["pixel_values"]).abs().max() <= 1e-5
+    difference = (pixel_values - expected["pixel_values"]).abs()
+    if Version(PIL.__version__) >= Version("13"):
+        assert difference.max() <= 1e-5
+    else:
+        # Pillow 12 and older round bicubic upscaling differently from the Pillow the original ran on: one 8-bit
+        # level at a few pixels, nothing else (.ci/run repeats this test under Pillow 13, where it is exact).
+        one_level = 1 / 255 / min(processor.image_std)
+        assert difference.max() <= one_level + 1e-5
+        assert (difference > 1e-5).float().mean() < 0.01
 
 
 @needs_parity
