@@ -185,6 +185,20 @@ class SeedProcessor(ProcessorMixin):
             generated_outputs, skip_special_tokens=skip_special_tokens, image_marker=image_marker, **kwargs
         )
 
+    def to_dict(self) -> dict:
+        """
+        The processor's settings, identical before and after `save_pretrained` and `from_pretrained`. Saving records the
+        remote-code `auto_map` on the saved objects and a reload reads back only the image processor's, so each map is
+        written here from the classes' registration (`register_for_auto_class`) instead of the object's history.
+        """
+        output = super().to_dict()
+        for owner, settings in ((self, output), (self.image_processor, output["image_processor"])):
+            settings.pop("auto_map", None)
+            if owner._auto_class is not None:
+                cls = type(owner)
+                settings["auto_map"] = {owner._auto_class: f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"}
+        return output
+
     def ids_to_codes(self, ids):
         """The codes of each image block in token ids (e.g. generated ones): see [`SeedOPTTokenizer.ids_to_codes`]."""
         return self.tokenizer.ids_to_codes(ids)
