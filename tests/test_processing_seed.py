@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import AutoProcessor, pipeline
 
 from seed_hf import SeedImageProcessor, SeedOPTTokenizer, SeedProcessor
 
@@ -180,6 +180,47 @@ def test_to_dict_is_stable_across_save_and_load(tokenizer, tmp_path):
     assert loaded.to_dict() == before
     config_file = "processor_config.json"
     assert (tmp_path / "saved" / config_file).read_text() == (tmp_path / "again" / config_file).read_text()
+
+
+def chat(*content, role="user") -> dict:
+    """One chat message: a string is a text entry, a dict the source of an image entry (`image`, `path`, `url`)."""
+    entries = [
+        {"type": "text", "text": item} if isinstance(item, str) else {"type": "image", **item} for item in content
+    ]
+    return {"role": role, "content": entries}
+
+
+def test_chat_template_writes_the_prompts_as_trained(processor, tmp_path):
+    """Messages render without role markers: the captioning and VQA prompts come out as written."""
+    picture = images(1)[0]
+    picture.save(tmp_path / "picture.png")
+    caption = [chat({"image": picture}, "A photo of")]
+    assert processor.apply_chat_template(caption, add_generation_prompt=True) == "<image>A photo of"
+    question = [chat({"image": picture}, "Question: What colour is it? Answer:"), chat(" red", role="assistant")]
+    assert processor.apply_chat_template(question) == "<image>Question: What colour is it? Answer: red</s>"
+
+    expected = processor(text="<image>A photo of", images=[picture], return_tensors="pt")
+    for image_entry in ({"image": picture}, {"path": str(tmp_path / "picture.png")}):
+        inputs = processor.apply_chat_template(
+            [chat(image_entry, "A photo of")], tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        assert set(inputs) == set(expected) and all(torch.equal(inputs[key], expected[key]) for key in expected)
+
+    processor.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "chat_template.jinja").read_text() == processor.chat_template
+    assert AutoProcessor.from_pretrained(tmp_path / "saved").chat_template == processor.chat_template
+
+
+def test_image_text_to_text_pipeline_takes_chat_messages(processor, model):
+    picture = images(1)[0]
+    chatbot = pipeline("image-text-to-text", model=model, processor=processor)
+    messages = [chat({"image": picture}, "A photo of")]
+    (output,) = chatbot(text=messages, max_new_tokens=3)
+    inputs = processor(text="<image>A photo of", images=[picture], return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3)[:, inputs.input_ids.shape[1] :]
+    reply = {"role": "assistant", "content": processor.decode(generated[0], skip_special_tokens=True)}
+    assert output["generated_text"] == [*messages, reply]
 
 
 def bad_calls():
