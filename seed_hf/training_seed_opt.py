@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from peft import LoraConfig
-from transformers import BatchFeature, DataCollatorForSeq2Seq
+from transformers import BatchEncoding, BatchFeature, DataCollatorForSeq2Seq
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration_seed import SeedOPTConfig
@@ -176,9 +176,10 @@ class SeedOPTDataCollator:
             except ValueError as error:
                 raise ValueError(f"{self.codes_column!r} of an example: {error}") from None
         elif feature.get(self.image_column) is not None:
-            if self.image_processor is None:
+            if self.image_processor is None or self.config.image_token_id is None:
                 raise ValueError(
-                    f"Examples with images need an image_processor (or precomputed codes in {self.codes_column!r})"
+                    "Examples with images need an image_processor and a model config with image_token_id "
+                    f"(or precomputed codes in {self.codes_column!r})"
                 )
             inputs = self.processor(text=text, images=[feature[self.image_column]], return_tensors="np")
         else:
@@ -199,7 +200,7 @@ class SeedOPTDataCollator:
         labels = [IGNORE_INDEX] * learned_from + input_ids[learned_from:]
         return {"input_ids": input_ids, "labels": labels}, inputs.get("pixel_values")
 
-    def __call__(self, features: list[dict]) -> BatchFeature:
+    def __call__(self, features: list[dict]) -> BatchEncoding:
         rows = [self._row(feature, direction) for direction in self.directions for feature in features]
         batch = self.padder([row for row, _ in rows])
         pixel_values = [pixels for _, pixels in rows if pixels is not None]
