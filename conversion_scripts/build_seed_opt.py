@@ -15,12 +15,43 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, OPTForCausalLM
+from transformers import AutoImageProcessor, OPTForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from seed_hf import SeedOPTConfig, SeedOPTForConditionalGeneration, SeedVisionTokenizer
 from seed_hf.processing_seed import SeedProcessor
 from seed_hf.tokenization_seed_opt import SeedOPTTokenizer
-from seed_hf.utils import atomic_output_dir, bundled_model_card, check_output_dir, write_model_card
+from seed_hf.utils import (
+    atomic_output_dir,
+    bundled_model_card,
+    check_output_dir,
+    check_pretrained_source,
+    write_model_card,
+)
+
+
+def load_checked(model_class: type[PreTrainedModel], source: str | Path, what: str, **kwargs) -> PreTrainedModel:
+    """
+    `model_class.from_pretrained(source, **kwargs)`, refusing a checkpoint of another architecture and any missing,
+    unexpected or mismatched weight (which `from_pretrained` would report and fill with a random init).
+    """
+    config, _ = PreTrainedConfig.get_config_dict(source, local_files_only=kwargs.get("local_files_only", False))
+    expected, found = model_class.config_class.model_type, config.get("model_type")
+    if found != expected:
+        architectures = ", ".join(config.get("architectures") or [])
+        holds = f"a model of type {found!r} ({architectures})" if found else "no model config (config.json)"
+        raise ValueError(f"{what}: {source} holds {holds}; expected a model of type {expected!r}")
+    model, loading_info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    problems = [
+        f"{len(keys)} {kind.removesuffix('_keys')} weights (e.g. {sorted(keys)[0]})"
+        for kind, keys in loading_info.items()
+        if kind.endswith("_keys") and keys
+    ]
+    if problems:
+        raise ValueError(
+            f"{what}: the weights in {source} do not match its {expected} config: {'; '.join(problems)}. Refusing to "
+            "build on randomly initialised weights"
+        )
+    return model
 
 
 def first_added_id(tokenizer: SeedOPTTokenizer) -> int:
@@ -53,13 +84,23 @@ def build_seed_opt(
     Returns:
         `tuple(SeedOPTForConditionalGeneration, SeedProcessor)`.
     """
-    text_tokenizer = SeedOPTTokenizer.from_pretrained(tokenizer)
+    # Every source is checked before anything loads: a wrong or unreachable one fails at once.
+    local_tokenizer = check_pretrained_source(tokenizer, "--tokenizer", "tokenizer_config.json")
+    local_vision = check_pretrained_source(vision_tokenizer, "--vision-tokenizer", "config.json")
+    local_opt = check_pretrained_source(opt, "--opt", "config.json")
+    text_tokenizer = SeedOPTTokenizer.from_pretrained(tokenizer, local_files_only=local_tokenizer)
     if text_tokenizer.image_token_start_id is None:
         raise ValueError(
             f"{tokenizer} is a tokenizer without SEED image tokens; build it with build_seed_opt_tokenizer"
         )
-    vision = SeedVisionTokenizer.from_pretrained(vision_tokenizer, use_safetensors=True)
-    image_processor = AutoImageProcessor.from_pretrained(vision_tokenizer)
+    vision = load_checked(
+        SeedVisionTokenizer,
+        vision_tokenizer,
+        "--vision-tokenizer",
+        use_safetensors=True,
+        local_files_only=local_vision,
+    )
+    image_processor = AutoImageProcessor.from_pretrained(vision_tokenizer, local_files_only=local_vision)
     if (text_tokenizer.num_image_tokens, text_tokenizer.image_seq_length) != (
         vision.config.codebook_size,
         vision.config.num_query_tokens,
@@ -69,7 +110,7 @@ def build_seed_opt(
             f"image, but the vision tokenizer has a codebook of {vision.config.codebook_size} and "
             f"{vision.config.num_query_tokens} codes per image"
         )
-    language_model = OPTForCausalLM.from_pretrained(opt, dtype=dtype)
+    language_model = load_checked(OPTForCausalLM, opt, "--opt", dtype=dtype, local_files_only=local_opt)
     old_rows = first_added_id(text_tokenizer)
     if old_rows > language_model.config.vocab_size:
         raise ValueError(

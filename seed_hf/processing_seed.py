@@ -5,6 +5,21 @@ import torch
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+# SEED-OPT is tuned on plain sequences, not dialogues: `<img>...</img> caption` and `caption <img>...</img>`. The chat
+# template therefore writes each message's content as it is, an image entry as the `<image>` placeholder, with no role
+# markers, and closes each assistant message with `</s>` as the captions end in training. So a user message
+# [image, "A photo of"] gives the captioning prompt "<image>A photo of" and [image, "Question: ... Answer:"] the VQA one.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{- image_token -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
 
 class SeedProcessor(ProcessorMixin):
     r"""
@@ -19,8 +34,9 @@ class SeedProcessor(ProcessorMixin):
             Prepares the images for the SEED vision tokenizer.
         tokenizer ([`SeedOPTTokenizer`]):
             The OPT tokenizer with the SEED image tokens; it defines the block tokens and `image_seq_length`.
-        chat_template (`str`, *optional*):
-            A Jinja template for chat prompts.
+        chat_template (`str`, *optional*, defaults to `CHAT_TEMPLATE`):
+            A Jinja template for chat prompts. The default writes the messages' text and `<image>` placeholders as
+            they are, without role markers (SEED-OPT is not a dialogue model), and ends assistant messages with `</s>`.
 
     Example:
 
@@ -43,7 +59,7 @@ class SeedProcessor(ProcessorMixin):
                 f"SeedProcessor needs a tokenizer with SEED image tokens (a built SeedOPTTokenizer), got "
                 f"{type(tokenizer).__name__} without `image_token_start_id`"
             )
-        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
         self.image_token = tokenizer.image_token
         self.image_token_id = tokenizer.image_token_id
         self.boi_token = tokenizer.boi_token
@@ -225,9 +241,23 @@ class SeedProcessor(ProcessorMixin):
             raise ValueError(f"Expected codes in [0, {num_codes}), got values from {codes.min()} to {codes.max()}")
         return list(codes.long())
 
+    def to_dict(self) -> dict:
+        """
+        The processor's settings, identical before and after `save_pretrained` and `from_pretrained`. Saving records the
+        remote-code `auto_map` on the saved objects and a reload reads back only the image processor's, so each map is
+        written here from the classes' registration (`register_for_auto_class`) instead of the object's history.
+        """
+        output = super().to_dict()
+        for owner, settings in ((self, output), (self.image_processor, output["image_processor"])):
+            settings.pop("auto_map", None)
+            if owner._auto_class is not None:
+                cls = type(owner)
+                settings["auto_map"] = {owner._auto_class: f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"}
+        return output
+
     def ids_to_codes(self, ids):
         """The codes of each image block in token ids (e.g. generated ones): see [`SeedOPTTokenizer.ids_to_codes`]."""
         return self.tokenizer.ids_to_codes(ids)
 
 
-__all__ = ["SeedProcessor"]
+__all__ = ["CHAT_TEMPLATE", "SeedProcessor"]

@@ -1,13 +1,14 @@
 """The OPT tokenizer extended with SEED image tokens (SEED-OPT's vocabulary)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import AddedToken
+from tokenizers import AddedToken, pre_tokenizers
 from transformers import GPT2Tokenizer
 
-from .utils import atomic_output_dir, check_output_dir
+from .utils import atomic_output_dir, check_output_dir, check_pretrained_source
 
 IMAGE_CODE_TOKEN = "<img_{:05d}>"
 
@@ -69,15 +70,21 @@ class SeedOPTTokenizer(GPT2Tokenizer):
         added_tokens_decoder: dict[int, AddedToken] | None = None,
         **kwargs,
     ):
-        # A saved tokenizer's code tokens are re-added after the base initialisation, in id order, instead of going
-        # through `added_tokens_decoder`: the base class deep-copies its kwargs, which for 8192 tokens is most of the
-        # loading time. Added tokens have dense ids, so adding them in id order gives each its saved id back.
+        # A saved tokenizer's code tokens (and any token added after them) are re-added after the base
+        # initialisation, in id order, instead of going through `added_tokens_decoder`: the base class deep-copies its
+        # kwargs, which for 8192 tokens is most of the loading time. Added tokens have dense ids, so adding them in id
+        # order gives each its saved id back. Special tokens the base would otherwise create first (a `pad_token`
+        # added after the codes, or a new `sep_token=` passed to `from_pretrained`) wait until then too, so that they
+        # never take an id of the code range.
         added_tokens_decoder = dict(added_tokens_decoder or {})
-        later_tokens = []
+        later_tokens, later_special_tokens = [], {}
         if image_token_start_id is not None:
             later_tokens = [
                 added_tokens_decoder.pop(i) for i in sorted(added_tokens_decoder) if i >= image_token_start_id
             ]
+            known = {str(token) for token in added_tokens_decoder.values()}
+            known.update(vocab if isinstance(vocab, dict) else ())
+            later_special_tokens = _split_unknown_special_tokens(kwargs, known)
         super().__init__(
             vocab=vocab,
             merges=merges,
@@ -89,6 +96,8 @@ class SeedOPTTokenizer(GPT2Tokenizer):
         )
         if later_tokens:
             self.add_tokens(later_tokens)
+        if later_special_tokens:
+            self.add_special_tokens(later_special_tokens, replace_extra_special_tokens=False)
         if num_image_tokens < 1 or image_seq_length < 1:
             raise ValueError(
                 f"num_image_tokens ({num_image_tokens}) and image_seq_length ({image_seq_length}) must be positive"
@@ -265,6 +274,25 @@ class SeedOPTTokenizer(GPT2Tokenizer):
         return "".join(pieces)
 
 
+def _split_unknown_special_tokens(kwargs: dict, known: set[str]) -> dict:
+    """
+    Take out of the tokenizer kwargs the special tokens (named ones, and the entries of `extra_special_tokens` /
+    `additional_special_tokens`) that are not in `known`, and return them as an `add_special_tokens` dict. A named
+    token is left as `None`, so that the base class neither sets a default nor adds it.
+    """
+    later = {}
+    for name in GPT2Tokenizer.SPECIAL_TOKENS_ATTRIBUTES:
+        if kwargs.get(name) is not None and str(kwargs[name]) not in known:
+            later[name], kwargs[name] = kwargs[name], None
+    for name in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(kwargs.get(name), (list, tuple)):
+            unknown = [token for token in kwargs[name] if str(token) not in known]
+            if unknown:
+                later.setdefault("extra_special_tokens", []).extend(unknown)
+                kwargs[name] = [token for token in kwargs[name] if str(token) in known]
+    return later
+
+
 def _as_int_tensor(values, name: str) -> torch.Tensor:
     """An integer tensor viewing `values` (tensor, array or nested list); floats and booleans are refused."""
     tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
@@ -301,12 +329,50 @@ def build_seed_opt_tokenizer(
             Codes per image.
         kwargs (*optional*):
             Passed to `SeedOPTTokenizer.from_pretrained` (e.g. `revision`, `cache_dir`).
+
+    Raises:
+        `FileNotFoundError` or `OSError`: when `base` is neither a folder nor a reachable or cached Hub repository.
+        `ValueError`: when `base` is not a byte-level BPE tokenizer with OPT's special tokens (a folder without
+            tokenizer files, such as a SEED tokenizer's, would otherwise give a tokenizer without any text vocabulary).
     """
+    if check_pretrained_source(
+        base, "the OPT tokenizer", "tokenizer_config.json", kwargs.get("revision"), kwargs.get("cache_dir")
+    ):
+        kwargs["local_files_only"] = True
     tokenizer = SeedOPTTokenizer.from_pretrained(
         base, num_image_tokens=num_image_tokens, image_seq_length=image_seq_length, **kwargs
     )
+    _check_opt_vocabulary(tokenizer, base)
     tokenizer.add_image_tokens()
     return tokenizer
+
+
+def _check_opt_vocabulary(tokenizer: SeedOPTTokenizer, base: str | os.PathLike) -> None:
+    """
+    Raise a `ValueError` naming what `base` holds unless its vocabulary is byte-level BPE (all 256 byte symbols) with
+    OPT's BOS, EOS and padding tokens in it.
+    """
+    vocabulary = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=False)
+    missing = [symbol for symbol in pre_tokenizers.ByteLevel.alphabet() if symbol not in vocabulary]
+    if missing:
+        problem = f"its vocabulary has {len(vocabulary)} tokens and lacks {len(missing)} of the 256 byte-level symbols"
+    else:
+        absent = [
+            f"{name} {getattr(tokenizer, name)!r}"
+            for name in ("bos_token", "eos_token", "pad_token")
+            if getattr(tokenizer, name) not in vocabulary
+        ]
+        if not absent:
+            return
+        problem = f"{', '.join(absent)} not in its vocabulary"
+    folder = Path(base).expanduser()
+    found = (
+        f"; the folder holds {', '.join(sorted(path.name for path in folder.iterdir()))}" if folder.is_dir() else ""
+    )
+    raise ValueError(
+        f"{base} is not an OPT tokenizer (byte-level BPE: vocab.json + merges.txt or tokenizer.json, with </s> and "
+        f"<pad>): {problem}{found}"
+    )
 
 
 def save_seed_opt_tokenizer(

@@ -3,18 +3,30 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 from peft import LoraConfig
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, BatchFeature, DataCollatorForSeq2Seq
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration_seed import SeedOPTConfig
 from .generation_seed_opt import check_image_vocabulary
+from .image_processing_seed import SeedImageProcessor
+from .processing_seed import SeedProcessor
+from .tokenization_seed_opt import SeedOPTTokenizer
 
 IMAGE_TO_TEXT = "image_to_text"
 TEXT_TO_IMAGE = "text_to_image"
 DIRECTIONS = (IMAGE_TO_TEXT, TEXT_TO_IMAGE)
 IGNORE_INDEX = -100
+# The image vocabulary the model config and the tokenizer must agree on.
+IMAGE_VOCABULARY = (
+    "image_token_start_id",
+    "num_image_tokens",
+    "image_seq_length",
+    "boi_token_id",
+    "eoi_token_id",
+    "image_token_id",
+)
 
 
 def new_token_ids(config: SeedOPTConfig) -> list[int]:
@@ -67,7 +79,8 @@ def seed_opt_lora_config(
 @dataclass
 class SeedOPTDataCollator:
     r"""
-    Builds SEED-OPT training batches from (image or codes, caption) examples, each in both directions:
+    Builds SEED-OPT training batches from (image or codes, caption) examples. **Each example gives two rows**, one per
+    direction (with the default `directions`):
 
     - image to text: `</s> <img> codes </img> caption </s>`, loss on the caption and the final `</s>`;
     - text to image: `</s> caption <img> codes </img>`, loss on the codes and `</img>`.
@@ -75,14 +88,17 @@ class SeedOPTDataCollator:
     An example carries either precomputed codes (`codes_column`, `image_seq_length` integers in
     `[0, num_image_tokens)`), which are written as code ids, or an image (`image_column`), which is prepared by
     `image_processor` and left as `<image>` placeholder slots for the model's vision tokenizer to fill (in
-    `input_ids` and `labels`). The rows of a batch are the image-to-text rows of all examples, then the text-to-image
-    rows, right-padded; `pixel_values` follow the same order. Use with `TrainingArguments(remove_unused_columns=False)`.
+    `input_ids` and `labels`). Both go through [`SeedProcessor`], so the image blocks are built exactly as at
+    inference. The rows of a batch are the image-to-text rows of all examples, then the text-to-image rows, padded
+    on the tokenizer's padding side (labels with -100); `pixel_values` follow the same order. Use with
+    `TrainingArguments(remove_unused_columns=False)`.
 
     Args:
-        tokenizer ([`PreTrainedTokenizerBase`]):
-            The text tokenizer (OPT's byte-level BPE); its `bos_token_id`, `eos_token_id` and `pad_token_id` are used.
+        tokenizer ([`SeedOPTTokenizer`]):
+            The OPT tokenizer with the SEED image tokens; its `bos_token_id`, `eos_token_id` and `pad_token_id` are
+            used.
         config ([`SeedOPTConfig`]):
-            The model's config, which holds the image token ids.
+            The model's config, whose image token ids must be the tokenizer's.
         image_processor ([`BaseImageProcessor`], *optional*):
             Prepares images; required for examples with an image instead of codes.
         text_column (`str`, *optional*, defaults to `"caption"`):
@@ -95,17 +111,23 @@ class SeedOPTDataCollator:
             The directions to build, in row order.
         max_length (`int`, *optional*):
             Longest sequence allowed; a longer one raises rather than cutting an image block.
+        pad_to_multiple_of (`int`, *optional*):
+            Pad the rows to a multiple of this length (e.g. 8 for tensor cores).
+        return_tensors (`str`, *optional*, defaults to `"pt"`):
+            `"pt"` for PyTorch tensors, `"np"` for NumPy arrays.
 
     Example:
 
     ```python
     >>> collator = SeedOPTDataCollator(processor.tokenizer, model.config)  # doctest: +SKIP
     >>> batch = collator([{"codes": codes[0].tolist(), "caption": "a red circle"}])  # doctest: +SKIP
+    >>> batch["input_ids"].shape[0]  # one example, two rows  # doctest: +SKIP
+    2
     >>> model(**batch).loss  # doctest: +SKIP
     ```
     """
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: SeedOPTTokenizer
     config: SeedOPTConfig
     image_processor: BaseImageProcessor | None = None
     text_column: str = "caption"
@@ -113,6 +135,8 @@ class SeedOPTDataCollator:
     codes_column: str = "codes"
     directions: tuple[str, ...] = DIRECTIONS
     max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
 
     def __post_init__(self):
         check_image_vocabulary(self.config)
@@ -122,68 +146,68 @@ class SeedOPTDataCollator:
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if getattr(self.tokenizer, name) is None:
                 raise ValueError(f"The tokenizer needs a {name}")
+        for name in IMAGE_VOCABULARY:
+            value = getattr(self.config, name)
+            if value is not None and value != getattr(self.tokenizer, name, None):
+                raise ValueError(
+                    f"The model config has {name}={value} but the tokenizer {getattr(self.tokenizer, name, None)}: "
+                    "they must come from the same SEED-OPT folder"
+                )
+        if self.return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {self.return_tensors!r}")
+        # Codes-only training never uses the image processor: the default one only completes the processor.
+        self.processor = SeedProcessor(self.image_processor or SeedImageProcessor(), self.tokenizer)
+        self.padder = DataCollatorForSeq2Seq(
+            self.tokenizer,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            label_pad_token_id=IGNORE_INDEX,
+            return_tensors=self.return_tensors,
+        )
 
-    def _image_block(self, feature: dict) -> tuple[list[int], object | None]:
-        """`<img>` + code ids (or placeholders) + `</img>`, and the image to tokenize if any."""
-        config = self.config
-        length = config.image_seq_length
+    def _row(self, feature: dict, direction: str) -> tuple[dict[str, list[int]], np.ndarray | None]:
+        """One direction of `feature` through the processor: its `input_ids` and `labels`, and its `pixel_values`."""
+        caption = feature[self.text_column]
+        image_token = self.processor.image_token
+        text = image_token + caption if direction == IMAGE_TO_TEXT else caption + image_token
         if feature.get(self.codes_column) is not None:
-            codes = torch.as_tensor(feature[self.codes_column])
-            if codes.is_floating_point() or codes.shape != (length,):
-                raise ValueError(
-                    f"{self.codes_column!r} must hold {length} integer codes, got shape {tuple(codes.shape)} "
-                    f"and dtype {codes.dtype}"
-                )
-            if codes.min() < 0 or codes.max() >= config.num_image_tokens:
-                raise ValueError(
-                    f"{self.codes_column!r} must be in [0, {config.num_image_tokens}), got values from "
-                    f"{codes.min().item()} to {codes.max().item()}"
-                )
-            slots, image = (codes + config.image_token_start_id).tolist(), None
+            try:
+                codes = np.asarray(feature[self.codes_column])[None]
+                inputs = self.processor(text=text, codes=codes, return_tensors="np")
+            except ValueError as error:
+                raise ValueError(f"{self.codes_column!r} of an example: {error}") from None
         elif feature.get(self.image_column) is not None:
-            if self.image_processor is None or config.image_token_id is None:
+            if self.image_processor is None or self.config.image_token_id is None:
                 raise ValueError(
                     "Examples with images need an image_processor and a model config with image_token_id "
                     f"(or precomputed codes in {self.codes_column!r})"
                 )
-            slots, image = [config.image_token_id] * length, feature[self.image_column]
+            inputs = self.processor(text=text, images=[feature[self.image_column]], return_tensors="np")
         else:
             raise ValueError(
                 f"Each example needs {self.codes_column!r} or {self.image_column!r}; got columns {sorted(feature)}"
             )
-        return [config.boi_token_id, *slots, config.eoi_token_id], image
-
-    def _rows(self, feature: dict, direction: str) -> tuple[list[int], list[int], object | None]:
-        block, image = self._image_block(feature)
-        caption = self.tokenizer(feature[self.text_column], add_special_tokens=False).input_ids
-        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        input_ids = inputs["input_ids"][0].tolist()
         if direction == IMAGE_TO_TEXT:
-            input_ids = [bos, *block, *caption, eos]
-            labels = [IGNORE_INDEX] * (1 + len(block)) + [*caption, eos]
+            input_ids.append(self.tokenizer.eos_token_id)
+            learned_from = input_ids.index(self.tokenizer.eoi_token_id) + 1  # the caption and </s>
         else:
-            input_ids = [bos, *caption, *block]
-            labels = [IGNORE_INDEX] * (2 + len(caption)) + block[1:]
+            learned_from = input_ids.index(self.tokenizer.boi_token_id) + 1  # the codes and </img>
         if self.max_length is not None and len(input_ids) > self.max_length:
             raise ValueError(
                 f"A {direction} sequence has {len(input_ids)} tokens, more than max_length={self.max_length}; "
                 "shorten the caption (image blocks are never cut)"
             )
-        return input_ids, labels, image
+        labels = [IGNORE_INDEX] * learned_from + input_ids[learned_from:]
+        return {"input_ids": input_ids, "labels": labels}, inputs.get("pixel_values")
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        rows = [self._rows(feature, direction) for direction in self.directions for feature in features]
-        length = max(len(input_ids) for input_ids, _, _ in rows)
-        input_ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for row, (row_ids, row_labels, _) in enumerate(rows):
-            input_ids[row, : len(row_ids)] = torch.tensor(row_ids)
-            labels[row, : len(row_labels)] = torch.tensor(row_labels)
-            attention_mask[row, : len(row_ids)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        images = [image for _, _, image in rows if image is not None]
-        if images:
-            batch["pixel_values"] = self.image_processor(images, return_tensors="pt").pixel_values
+    def __call__(self, features: list[dict]) -> BatchEncoding:
+        rows = [self._row(feature, direction) for direction in self.directions for feature in features]
+        batch = self.padder([row for row, _ in rows])
+        pixel_values = [pixels for _, pixels in rows if pixels is not None]
+        if pixel_values:
+            batch["pixel_values"] = BatchFeature(
+                {"pixel_values": np.concatenate(pixel_values)}, tensor_type=self.return_tensors
+            )["pixel_values"]
         return batch
 
 

@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, is_offline_mode, try_to_load_from_cache
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import httpx, validate_repo_id
+
 logger = logging.getLogger(__name__)
 
 # The model cards live in the source tree beside the package (model_cards/), where the conversion scripts run.
@@ -207,11 +211,74 @@ def write_model_card(card: str | os.PathLike | None, folder: str | os.PathLike) 
         shutil.copyfile(card, Path(folder) / "README.md")
 
 
+def check_pretrained_source(
+    source: str | os.PathLike,
+    what: str,
+    filename: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> bool:
+    """
+    Check that `source`, a local folder or a Hub repository id, can be loaded now, before a `from_pretrained` that
+    would wait minutes on retries against an unreachable Hub; returns whether to load it with `local_files_only=True`
+    (a Hub id that is cached while the Hub is offline or out of reach).
+
+    Args:
+        source (`str` or `os.PathLike`):
+            The folder or Hub id.
+        what (`str`):
+            What `source` should be, for the error messages (e.g. `"--base (an OPT tokenizer)"`).
+        filename (`str`):
+            A file every such repository holds (e.g. `"config.json"`), used to probe the Hub and its cache.
+        revision (`str`, *optional*):
+            The Hub revision to probe.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            The Hub cache to look in, if not the default one.
+
+    Raises:
+        `FileNotFoundError`: for a path that is not a Hub id and does not exist.
+        `NotADirectoryError`: for a file.
+        `OSError`: for a Hub id that does not exist, or that is neither reachable nor cached.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return False
+    if path.exists():
+        raise NotADirectoryError(f"{what}: {source} is a file, expected a folder or a Hub repository id")
+    try:
+        validate_repo_id(str(source))
+    except HFValidationError:
+        raise FileNotFoundError(f"{what}: no such file or folder: {source}") from None
+    cached = isinstance(try_to_load_from_cache(str(source), filename, cache_dir=cache_dir, revision=revision), str)
+    if is_offline_mode():
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            # One request without retries: an unreachable Hub fails here in milliseconds, not minutes.
+            get_hf_file_metadata(hf_hub_url(str(source), filename, revision=revision), retry_on_errors=False)
+            return False
+        except RepositoryNotFoundError:
+            raise OSError(
+                f"{what}: {source} is neither a local folder nor a Hub repository (or it is private: log in)"
+            ) from None
+        except HfHubHTTPError:
+            return False  # the Hub answered (a gated repository, a missing probe file): from_pretrained reports it
+        except httpx.TransportError as error:
+            reason = f"the Hub cannot be reached ({error})"
+    if cached:
+        return True
+    raise OSError(
+        f"{what}: {source} is not a local folder, and it is not in the Hub cache while {reason}; download it first "
+        f"(hf download {source}) or pass a local folder"
+    )
+
+
 __all__ = [
     "TOKENIZE_SUMMARY_FILE",
     "atomic_output_dir",
     "bundled_model_card",
     "check_output_dir",
+    "check_pretrained_source",
     "folder_lock",
     "is_seed_hf_output",
     "looks_like_local_path",

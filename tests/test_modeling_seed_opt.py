@@ -4,6 +4,8 @@ import copy
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_hub import HIDE_SEED_HF
 from transformers import (
     AutoModelForCausalLM,
@@ -220,12 +222,12 @@ def load_build_script():
     return module
 
 
-def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
+def write_build_inputs(tmp_path):
+    """A tiny OPT, the SEED-OPT tokenizer and a tiny SEED tokenizer in `tmp_path`, and the build script's arguments."""
     tokenizer = make_seed_opt_tokenizer(tmp_path / "tokenizers")
-    base_vocab = tokenizer.boi_token_id  # the first id the extension added
     torch.manual_seed(0)
     opt_config = OPTConfig(
-        vocab_size=base_vocab + 4,  # OPT pads its vocabulary: unused rows the new tokens overwrite
+        vocab_size=tokenizer.boi_token_id + 4,  # OPT pads its vocabulary: unused rows the new tokens overwrite
         hidden_size=32,
         num_hidden_layers=1,
         ffn_dim=64,
@@ -237,7 +239,6 @@ def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
     vision = tiny_tokenizer()
     vision.save_pretrained(tmp_path / "vision")
     SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(tmp_path / "vision")
-    script = load_build_script()
     arguments = [
         "--opt",
         str(tmp_path / "opt"),
@@ -248,6 +249,13 @@ def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
         "--output",
         str(tmp_path / "seed-opt"),
     ]
+    return tokenizer, vision, arguments
+
+
+def test_build_script_resizes_opt_and_writes_a_loadable_folder(tmp_path):
+    tokenizer, vision, arguments = write_build_inputs(tmp_path)
+    base_vocab = tokenizer.boi_token_id  # the first id the extension added
+    script = load_build_script()
     assert script.main(arguments) == 0
     assert not list((tmp_path / "seed-opt").glob("*.bin")) and not list(tmp_path.glob(".seed-opt.*"))
     card = (tmp_path / "seed-opt" / "README.md").read_text()
@@ -427,3 +435,31 @@ def test_saved_folder_loads_as_causal_lm_without_seed_hf(tokenizer, model, tmp_p
     module, logits = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert not module.startswith("seed_hf")
     torch.testing.assert_close(torch.tensor(json.loads(logits)), model(input_ids=input_ids).logits[0, -1, :4])
+
+
+def test_build_script_refuses_other_checkpoints_and_missing_weights(tmp_path, capsys):
+    """A non-OPT `--opt` (the SEED folder, a tokenizer folder), missing OPT weights or a non-SEED `--vision-tokenizer`
+    end in one error line, never in a randomly initialised model."""
+    _, _, arguments = write_build_inputs(tmp_path)
+    shutil.copytree(tmp_path / "opt", tmp_path / "opt-missing")
+    weights = load_file(tmp_path / "opt" / "model.safetensors")
+    del weights["model.decoder.final_layer_norm.weight"]
+    save_file(weights, tmp_path / "opt-missing" / "model.safetensors", metadata={"format": "pt"})
+    inputs = dict(zip(arguments[::2], arguments[1::2]))
+    cases = [
+        ("--opt", tmp_path / "vision", r"--opt: .*vision holds a model of type 'seed_vision_tokenizer' "
+         r"\(SeedVisionTokenizer\); expected a model of type 'opt'"),
+        ("--opt", tmp_path / "tokenizers" / "seed-opt", r"--opt: .*seed-opt holds no model config \(config.json\)"),
+        ("--opt", tmp_path / "opt-missing", r"--opt: the weights in .*opt-missing do not match its opt config: 1 "
+         r"missing weights \(e.g. model.decoder.final_layer_norm.weight\)"),
+        ("--opt", tmp_path / "typo", r"--opt: no such file or folder: .*typo"),
+        ("--vision-tokenizer", tmp_path / "opt", r"--vision-tokenizer: .*opt holds a model of type 'opt'"),
+    ]  # fmt: skip
+    script = load_build_script()
+    capsys.readouterr()
+    for flag, source, message in cases:
+        given = [item for pair in {**inputs, flag: str(source)}.items() for item in pair]
+        assert script.main(given) == 1
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert re.fullmatch(f"error: {message}.*", error), error
+        assert not (tmp_path / "seed-opt").exists()

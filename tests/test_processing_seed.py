@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import AutoProcessor, pipeline
 
 from seed_hf import SeedImageProcessor, SeedOPTTokenizer, SeedProcessor
 
@@ -156,8 +156,7 @@ def test_save_load_through_auto_processor(processor, tmp_path, with_config):
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert type(loaded) is SeedProcessor
     assert type(loaded.tokenizer) is SeedOPTTokenizer and type(loaded.image_processor) is SeedImageProcessor
-    # saving records the remote-code `auto_map` on the saved object; the rest must match exactly
-    assert {**loaded.to_dict(), "auto_map": None} == {**processor.to_dict(), "auto_map": None}
+    assert loaded.to_dict() == processor.to_dict()
     assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
     assert loaded.image_seq_length == SEQ_LEN
     kwargs = dict(text=TEXTS, padding=True, padding_side="left", return_tensors="pt")
@@ -166,6 +165,62 @@ def test_save_load_through_auto_processor(processor, tmp_path, with_config):
     assert torch.equal(
         loaded(codes=random_codes(4), **kwargs).input_ids, processor(codes=random_codes(4), **kwargs).input_ids
     )
+
+
+def test_to_dict_is_stable_across_save_and_load(tokenizer, tmp_path):
+    """Saving does not change `to_dict()`, a reload gives it back, and saving the reload writes the same file."""
+    processor = SeedProcessor(SeedImageProcessor(size={"height": 28, "width": 28}), tokenizer)
+    before = processor.to_dict()
+    assert before["auto_map"] == {"AutoProcessor": "processing_seed.SeedProcessor"}
+    assert before["image_processor"]["auto_map"] == {"AutoImageProcessor": "image_processing_seed.SeedImageProcessor"}
+    processor.save_pretrained(tmp_path / "saved")
+    loaded = AutoProcessor.from_pretrained(tmp_path / "saved")
+    loaded.save_pretrained(tmp_path / "again")
+    assert processor.to_dict() == loaded.to_dict() == AutoProcessor.from_pretrained(tmp_path / "again").to_dict()
+    assert loaded.to_dict() == before
+    config_file = "processor_config.json"
+    assert (tmp_path / "saved" / config_file).read_text() == (tmp_path / "again" / config_file).read_text()
+
+
+def chat(*content, role="user") -> dict:
+    """One chat message: a string is a text entry, a dict the source of an image entry (`image`, `path`, `url`)."""
+    entries = [
+        {"type": "text", "text": item} if isinstance(item, str) else {"type": "image", **item} for item in content
+    ]
+    return {"role": role, "content": entries}
+
+
+def test_chat_template_writes_the_prompts_as_trained(processor, tmp_path):
+    """Messages render without role markers: the captioning and VQA prompts come out as written."""
+    picture = images(1)[0]
+    picture.save(tmp_path / "picture.png")
+    caption = [chat({"image": picture}, "A photo of")]
+    assert processor.apply_chat_template(caption, add_generation_prompt=True) == "<image>A photo of"
+    question = [chat({"image": picture}, "Question: What colour is it? Answer:"), chat(" red", role="assistant")]
+    assert processor.apply_chat_template(question) == "<image>Question: What colour is it? Answer: red</s>"
+
+    expected = processor(text="<image>A photo of", images=[picture], return_tensors="pt")
+    for image_entry in ({"image": picture}, {"path": str(tmp_path / "picture.png")}):
+        inputs = processor.apply_chat_template(
+            [chat(image_entry, "A photo of")], tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        assert set(inputs) == set(expected) and all(torch.equal(inputs[key], expected[key]) for key in expected)
+
+    processor.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "chat_template.jinja").read_text() == processor.chat_template
+    assert AutoProcessor.from_pretrained(tmp_path / "saved").chat_template == processor.chat_template
+
+
+def test_image_text_to_text_pipeline_takes_chat_messages(processor, model):
+    picture = images(1)[0]
+    chatbot = pipeline("image-text-to-text", model=model, processor=processor)
+    messages = [chat({"image": picture}, "A photo of")]
+    (output,) = chatbot(text=messages, max_new_tokens=3)
+    inputs = processor(text="<image>A photo of", images=[picture], return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3)[:, inputs.input_ids.shape[1] :]
+    reply = {"role": "assistant", "content": processor.decode(generated[0], skip_special_tokens=True)}
+    assert output["generated_text"] == [*messages, reply]
 
 
 def bad_calls():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -12,10 +13,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Tokenizer
 
-from seed_hf import SeedOPTTokenizer
+from seed_hf import SeedImageProcessor, SeedOPTTokenizer
 from seed_hf.tokenization_seed_opt import build_seed_opt_tokenizer, save_seed_opt_tokenizer
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_tokenizer
 from seed_opt_helpers import seed_opt_config
 from text_helpers import make_opt_base_tokenizer
 
@@ -284,3 +285,105 @@ def test_conversion_script(base_dir, tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
     assert main(["--base", str(tmp_path / "missing"), "--output", str(tmp_path / "other")]) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_new_special_tokens_go_after_the_codes_and_round_trip(saved_dir, tmp_path):
+    """A pad token added to a built tokenizer, or new special tokens passed when loading, never take a code id."""
+    added = SeedOPTTokenizer.from_pretrained(saved_dir)
+    end = added.image_token_start_id + NUM_CODES
+    added.add_special_tokens({"pad_token": "<new_pad>"})
+    passed = SeedOPTTokenizer.from_pretrained(saved_dir, sep_token="(SEP)", additional_special_tokens=["<a>", "<b>"])
+    assert (added.pad_token_id, passed.sep_token_id) == (end, end)
+    assert passed.convert_tokens_to_ids(["<a>", "<b>"]) == [end + 1, end + 2]
+    for name, tokenizer in (("added", added), ("passed", passed)):
+        tokenizer.save_pretrained(tmp_path / name)
+        loaded = AutoTokenizer.from_pretrained(tmp_path / name)
+        assert loaded.get_vocab() == tokenizer.get_vocab()
+        assert loaded.special_tokens_map == tokenizer.special_tokens_map
+        assert loaded.extra_special_tokens == tokenizer.extra_special_tokens
+        assert loaded.image_token_start_id == tokenizer.image_token_start_id
+        text = "(SEP)<a>red<new_pad><img><img_00001></img>"
+        assert loaded(text).input_ids == tokenizer(text).input_ids
+    assert loaded.codes_to_ids([0, NUM_CODES - 1]) == [end - NUM_CODES, end - 1]
+
+
+def seed_vision_folder(path):
+    """A SEED tokenizer folder (config, weights, image processor): a model folder without tokenizer files."""
+    tiny_tokenizer().save_pretrained(path)
+    SeedImageProcessor().save_pretrained(path)
+    return path
+
+
+def gpt2_like_folder(base_dir, path):
+    """A byte-level BPE without OPT's `<pad>` (GPT-2's layout: `<|endoftext|>` is the default BOS/EOS)."""
+    vocab = json.loads((base_dir / "vocab.json").read_text())
+    del vocab["<pad>"]
+    path.mkdir()
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    shutil.copy(base_dir / "merges.txt", path)
+    return path
+
+
+def test_build_refuses_a_base_without_an_opt_vocabulary(base_dir, tmp_path, monkeypatch, capsys):
+    main = runpy.run_path(str(REPO_ROOT / "conversion_scripts" / "build_seed_opt_tokenizer.py"))["main"]
+    monkeypatch.setattr("seed_hf.utils.is_offline_mode", lambda: True)
+    cases = [
+        (str(seed_vision_folder(tmp_path / "seed")), r"seed is not an OPT tokenizer .* lacks 256 of the 256 byte-level "
+         r"symbols; the folder holds config.json, .*model.safetensors, .*preprocessor_config.json"),
+        (str(gpt2_like_folder(base_dir, tmp_path / "gpt2")), r"pad_token None not in its vocabulary; the folder holds "
+         r"merges.txt, vocab.json"),
+        (str(tmp_path / "typo"), r"the OPT tokenizer: no such file or folder: .*typo"),
+        (str(base_dir / "vocab.json"), r"vocab.json is a file, expected a folder or a Hub repository id"),
+        ("facebook/opt-2.7b", r"facebook/opt-2.7b is not a local folder, and it is not in the Hub cache while "
+         r"HF_HUB_OFFLINE is set; download it first"),
+    ]  # fmt: skip
+    capsys.readouterr()
+    for base, message in cases:
+        with pytest.raises((ValueError, OSError), match=message):
+            build_seed_opt_tokenizer(base, num_image_tokens=16)
+        output = tmp_path / "out"
+        assert main(["--base", base, "--output", str(output)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
+        assert re.search(message, captured.err) and not output.exists()
+
+
+def write_hub_cache(cache, repo_id: str, files) -> None:
+    """Lay `files` out as the Hub cache holds a downloaded snapshot of `repo_id`."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for file in files:
+        shutil.copy(file, repo / "snapshots" / commit / file.name)
+
+
+def test_build_fails_fast_when_the_hub_is_unreachable(base_dir, tmp_path):
+    """
+    With the Hub out of reach (and HF_HUB_OFFLINE unset), a Hub id fails at once unless it is cached, and a cached
+    one builds from the cache, instead of minutes of retries per file.
+    """
+    write_hub_cache(tmp_path / "hub", "facebook/opt-2.7b", base_dir.iterdir())
+    script = REPO_ROOT / "conversion_scripts" / "build_seed_opt_tokenizer.py"
+    code = (
+        f"import runpy; main = runpy.run_path({str(script)!r})['main']; "
+        f"print(main(['--base', 'facebook/opt-1.3b', '--output', 'missing'])); "
+        f"print(main(['--base', 'facebook/opt-2.7b', '--output', 'built', '--num-image-tokens', '16']))"
+    )
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there: connections are refused at once
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "1"
+    unreachable = "error: the OPT tokenizer: facebook/opt-1.3b is not a local folder, and it is not in the Hub cache"
+    assert f"{unreachable} while the Hub cannot be reached" in result.stderr
+    assert "Retrying" not in result.stderr and result.stdout.splitlines()[-1] == "0"
+    built = AutoTokenizer.from_pretrained(tmp_path / "built")
+    assert built("A photo of").input_ids == GPT2Tokenizer.from_pretrained(base_dir)("A photo of").input_ids

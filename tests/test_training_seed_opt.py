@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -214,9 +215,13 @@ def test_collator_images_give_the_same_loss_as_their_codes(tokenizer, task):
 def test_collator_bad_input(tokenizer):
     config = tiny_seed_opt(tokenizer, vision_seed=None).config
     collator = SeedOPTDataCollator(tokenizer, config)
-    with pytest.raises(ValueError, match=r"'codes' must be in \[0, 64\), got values from 0 to 64"):
+    with pytest.raises(
+        ValueError, match=r"'codes' of an example: Expected codes in \[0, 64\), got values from 0 to 64"
+    ):
         collator([{"codes": [0] * 31 + [64], "caption": "a"}])
-    with pytest.raises(ValueError, match="'codes' must hold 32 integer codes, got shape"):
+    with pytest.raises(
+        ValueError, match=r"'codes' of an example: Expected codes of shape \(num_images, 32\), got \(1, 31\)"
+    ):
         collator([{"codes": [0] * 31, "caption": "a"}])
     with pytest.raises(ValueError, match="needs 'codes' or 'image'; got columns"):
         collator([{"caption": "a"}])
@@ -229,6 +234,38 @@ def test_collator_bad_input(tokenizer):
     config.image_token_start_id = None
     with pytest.raises(ValueError, match="This model has no image tokens"):
         SeedOPTDataCollator(tokenizer, config)
+
+
+def test_collator_pads_to_a_multiple_and_returns_numpy(tokenizer, task):
+    config = tiny_seed_opt(tokenizer, vision_seed=None).config
+    image_processor = task.processor.image_processor
+    features = [
+        {"codes": list(range(32)), "caption": "a red circle"},
+        {"image": task.test_images[0], "caption": "a blue square with a long caption"},
+    ]
+    plain = SeedOPTDataCollator(tokenizer, config, image_processor=image_processor)(features)
+    padded = SeedOPTDataCollator(
+        tokenizer, config, image_processor=image_processor, pad_to_multiple_of=16, return_tensors="np"
+    )(features)
+    assert all(isinstance(value, np.ndarray) for value in padded.values()) and len(padded["input_ids"]) == 4
+    length = plain["input_ids"].shape[1]
+    assert padded["input_ids"].shape[1] == -(-length // 16) * 16 > length
+    extra = padded["input_ids"].shape[1] - length
+    for key, pad in (("input_ids", tokenizer.pad_token_id), ("labels", IGNORE_INDEX), ("attention_mask", 0)):
+        assert np.array_equal(padded[key][:, :length], plain[key].numpy()), key
+        assert (padded[key][:, length:] == pad).all() and padded[key].shape[1] == length + extra, key
+    assert np.array_equal(padded["pixel_values"], plain["pixel_values"].numpy())
+
+
+def test_collator_refuses_a_config_of_another_tokenizer(tokenizer):
+    config = tiny_seed_opt(tokenizer, vision_seed=None).config
+    config.boi_token_id = tokenizer.eoi_token_id
+    with pytest.raises(
+        ValueError, match=r"config has boi_token_id=\d+ but the tokenizer \d+: .* same SEED-OPT folder"
+    ):
+        SeedOPTDataCollator(tokenizer, config)
+    with pytest.raises(ValueError, match="return_tensors must be 'pt' or 'np'"):
+        SeedOPTDataCollator(tokenizer, tiny_seed_opt(tokenizer, vision_seed=None).config, return_tensors="tf")
 
 
 def test_lora_config_trains_lora_and_new_rows_only(tokenizer):
