@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    add_arguments(subparsers.add_parser("convert", help="convert the original SEED v1 release", description=__doc__))
+    add_arguments(subparsers.add_parser("convert", description=__doc__))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,13 +10,16 @@ captions, parquet, JSON lines). The adapter (LoRA weights and the new token rows
 import argparse
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from peft import get_peft_model
-from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
+from transformers import AutoProcessor, HfArgumentParser, TrainingArguments
 
-from ..dataset_tokenization import load_input_dataset
 from ..modeling_seed_opt import SeedOPTForConditionalGeneration
 from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 
 @dataclass
@@ -41,8 +44,13 @@ def argument_parser(**kwargs) -> HfArgumentParser:
     return HfArgumentParser((FinetuneArguments, TrainingArguments), **kwargs)
 
 
-def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> Trainer:
+def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> "Trainer":
     """Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`."""
+    # Trainer and the dataset loader import datasets: only once training starts, so that --help answers quickly.
+    from transformers import Trainer
+
+    from ..dataset_tokenization import load_input_dataset
+
     processor = AutoProcessor.from_pretrained(arguments.model)
     model = SeedOPTForConditionalGeneration.from_pretrained(arguments.model, use_safetensors=True)
     collator = SeedOPTDataCollator(
@@ -84,7 +92,6 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="LoRA fine-tuning of SEED-OPT with Trainer",
         description=__doc__,
         parents=[argument_parser(add_help=False)],
     )

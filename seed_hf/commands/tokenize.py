@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from ..dataset_tokenization import ERRORS_FILE, distributed_state, image_source, tokenize_to_disk
 from ..image_processing_seed import SeedImageProcessor
 from ..modeling_seed_vision_tokenizer import SeedVisionTokenizer
 
@@ -22,7 +21,7 @@ BARRIER_TIMEOUT = timedelta(days=1)
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("tokenize", help="tokenize a folder, file list or dataset", description=__doc__)
+    parser = subparsers.add_parser("tokenize", description=__doc__)
     parser.add_argument(
         "input",
         help="an image folder, a .txt file list (one path per line), a dataset folder from save_to_disk, "
@@ -63,6 +62,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # datasets and accelerate: imported here so that the command line starts without them.
+    from ..dataset_tokenization import ERRORS_FILE, distributed_state, image_source, tokenize_to_disk
+
     for name in ("batch_size", "shard_size"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
