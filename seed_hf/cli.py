@@ -36,7 +36,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="seed-hf",
         description="SEED visual tokenizer tools",
         epilog="SEED_HF_DEBUG=1 is the same as --debug.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),
     )
     # Not `dest="debug"`: finetune has TrainingArguments' own --debug.
     parser.add_argument("--debug", dest="show_traceback", action="store_true", help="show the traceback of a failure")
