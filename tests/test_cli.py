@@ -6,6 +6,7 @@ the commands, `reconstruct`'s argument errors, and a start-up that leaves diffus
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -276,3 +277,21 @@ print(drawn["image"].size, drawn["codes"].tolist())
     result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"(64, 64) {expected}"
+
+
+@pytest.mark.parametrize("damage", ["config", "truncated"])
+def test_reconstruct_reports_a_damaged_pipeline_in_one_line(tmp_path, decode_dir, capsys, damage):
+    damaged = tmp_path / "decode"
+    shutil.copytree(decode_dir, damaged)
+    if damage == "config":  # weights that do not fit the config: transformers raises a RuntimeError
+        config = json.loads((damaged / "vision_tokenizer" / "config.json").read_text())
+        (damaged / "vision_tokenizer" / "config.json").write_text(json.dumps({**config, "codebook_size": 128}))
+        expected = f"cannot load {damaged}: its weights do not fit its config"
+    else:
+        weights = next((damaged / "unet").glob("*.safetensors"))
+        weights.write_bytes(weights.read_bytes()[:1000])
+        expected = ""
+    capsys.readouterr()
+    assert cli.main(["reconstruct", "cat.png", "--pipeline", str(damaged), "-o", str(tmp_path / "out")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], errors

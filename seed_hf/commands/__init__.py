@@ -3,12 +3,16 @@ Subcommands of the `seed-hf` command line. Each module defines `register(subpars
 libraries it needs inside `run`, so that `seed-hf --help` answers at once.
 
 Commands taking a model or pipeline argument pass it through `resolve_pretrained_path` first: a local path that
-does not exist, or a folder of the wrong kind, then fails with one clear message instead of a Hub error.
+does not exist, or a folder of the wrong kind, then fails with one clear message instead of a Hub error. They load
+it inside `loading(name)`, so that weights that do not fit the config are reported as such.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -77,6 +81,21 @@ def resolve_pretrained_path(name: str, *kinds: str, hub: bool = True) -> str:
     return str(path)
 
 
+@contextmanager
+def loading(name: str) -> Iterator[None]:
+    """
+    Wrap a `from_pretrained` call. transformers raises a bare `RuntimeError` when a folder's weights do not fit its
+    config (a size mismatch), which the command line would show as a crash: raise a `ValueError` naming the folder
+    instead. Running out of memory is left as it is.
+    """
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as error:
+        raise ValueError(f"cannot load {name}: its weights do not fit its config ({error})") from error
+
+
 def _could_be_repo_id(name: str) -> bool:
     try:
         validate_repo_id(name)
@@ -85,4 +104,4 @@ def _could_be_repo_id(name: str) -> bool:
     return True
 
 
-__all__ = ["FOLDER_KINDS", "identify_folder", "resolve_pretrained_path"]
+__all__ = ["FOLDER_KINDS", "identify_folder", "loading", "resolve_pretrained_path"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from . import resolve_pretrained_path
+from . import loading, resolve_pretrained_path
 
 
 def register(subparsers) -> None:
@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline_seed_decode import SeedDecodePipeline  # diffusers: imported once the arguments are checked
 
-    pipe = SeedDecodePipeline.from_pretrained(pipeline, dtype=getattr(torch, args.dtype), use_safetensors=True).to(
-        args.device
-    )
+    with loading(pipeline):
+        pipe = SeedDecodePipeline.from_pretrained(pipeline, dtype=getattr(torch, args.dtype), use_safetensors=True)
+    pipe.to(args.device)
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path, target in zip(args.images, targets):
