@@ -54,6 +54,7 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `seed-hf ARGV` and return its exit status (0, 1 for an anticipated failure, 130 when interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     # The options before the command take no value, so the first other word is the command.
     command = next((word for word in argv if not word.startswith("-")), None)
