@@ -1,13 +1,16 @@
 """The "text-to-image" pipeline of SEED-OPT: prompt -> SEED codes (SEED-OPT) -> pictures (SeedDecodePipeline)."""
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling_seed_opt import SeedOPTForConditionalGeneration
-from .pipeline_seed_decode import SeedDecodePipeline
+
+if TYPE_CHECKING:
+    from .pipeline_seed_decode import SeedDecodePipeline
 
 TEXT_TO_IMAGE_TASK = "text-to-image"
 
@@ -44,13 +47,16 @@ class SeedTextToImagePipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
-    def __init__(self, *args, decode_pipeline: SeedDecodePipeline | str | os.PathLike | None = None, **kwargs):
+    def __init__(self, *args, decode_pipeline: "SeedDecodePipeline | str | os.PathLike | None" = None, **kwargs):
         if decode_pipeline is None:
             raise ValueError(
                 "The text-to-image pipeline needs decode_pipeline=: a SeedDecodePipeline or its folder, which draws "
                 "the codes SEED-OPT writes"
             )
         if isinstance(decode_pipeline, (str, os.PathLike)):
+            # Imported here: registering the task at `import seed_hf` must not import diffusers.
+            from .pipeline_seed_decode import SeedDecodePipeline
+
             decode_pipeline = SeedDecodePipeline.from_pretrained(decode_pipeline, use_safetensors=True)
         self.decode_pipeline = decode_pipeline
         super().__init__(*args, **kwargs)

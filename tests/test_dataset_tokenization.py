@@ -322,9 +322,9 @@ def test_clear_errors_for_wrong_model_and_missing_input(model_dir, image_folder,
     decode.mkdir()
     (decode / "model_index.json").write_text(json.dumps({"_class_name": "SeedDecodePipeline"}))
     expected = {
-        (image_folder, seed_opt): "holds a seed_opt model, not a SEED tokenizer",
-        (image_folder, decode): "is a SEED decode pipeline, not a SEED tokenizer",
-        (image_folder, "./tokenizer"): "No such file or folder: ./tokenizer",
+        (image_folder, seed_opt): "is a SEED-OPT folder, not a SEED tokenizer folder",
+        (image_folder, decode): "is a SeedDecodePipeline folder, not a SEED tokenizer folder",
+        (image_folder, "./tokenizer"): "no such file or folder: ./tokenizer (expected a SEED tokenizer folder)",
         ("photoz/", model_dir): "No such file or folder: photoz/",
         ("./data", model_dir): "No such file or folder: ./data",
     }

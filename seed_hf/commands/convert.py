@@ -2,10 +2,11 @@
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="convert the original SEED v1 release", description=__doc__)
+    parser = subparsers.add_parser("convert", description=__doc__)
     parser.add_argument(
         "--original-dir", required=True, help="folder with eva_vit_g.pth, causal_qformer.pth, seed_tokenizer.pth"
     )
@@ -54,3 +55,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"released values assumed (no shape tells them; set them with --config): {', '.join(result.assumed)}")
     print(f"wrote {args.output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `seed-hf-convert` console command: `seed-hf convert`, with the same error handling."""
+    from ..cli import main as cli_main
+
+    return cli_main(["convert", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,25 +13,22 @@ checkpoints (`--save_strategy`, `--save_steps`) still hold Trainer's own pickles
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from datasets import Dataset
 from peft import get_peft_model
-from transformers import (
-    AutoConfig,
-    AutoProcessor,
-    HfArgumentParser,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import AutoConfig, AutoProcessor, HfArgumentParser, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
-from ..dataset_tokenization import load_input_dataset
 from ..modeling_seed_opt import SeedOPTForConditionalGeneration
 from ..processing_seed import SeedProcessor
 from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
+from ..utils import looks_like_local_path
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import Trainer
 
 
 @dataclass
@@ -61,8 +58,7 @@ def check_local_path(path: str, option: str) -> None:
     Raise `FileNotFoundError` for a path that looks local (`./x`, `/x`, `~/x`, `a/b/c`) but does not exist, instead
     of letting it be tried as a Hub id.
     """
-    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1
-    if looks_local and not Path(path).expanduser().exists():
+    if looks_like_local_path(path) and not Path(path).expanduser().exists():
         raise FileNotFoundError(f"{option} {path}: no such file or folder")
 
 
@@ -87,7 +83,7 @@ def check_seed_opt_config(model: str) -> SeedOPTConfig:
     )
 
 
-def check_columns(dataset: Dataset, arguments: FinetuneArguments, config: SeedOPTConfig) -> None:
+def check_columns(dataset: "Dataset", arguments: FinetuneArguments, config: SeedOPTConfig) -> None:
     """The dataset has captions and, per row, codes or images; images need the SEED tokenizer inside the model."""
     columns = dataset.column_names
     if arguments.text_column not in columns:
@@ -126,12 +122,17 @@ class TrainingArgumentsAsJson(TrainerCallback):
             replace_pickled_training_arguments(checkpoint, args)
 
 
-def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> Trainer:
+def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> "Trainer":
     """
     Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`. The model and the
     dataset are checked first: a missing local path raises `FileNotFoundError`, a model that is not SEED-OPT or a
     dataset without the needed columns raises `ValueError`.
     """
+    # Trainer and the dataset loader import datasets: only once training starts, so that --help answers quickly.
+    from transformers import Trainer
+
+    from ..dataset_tokenization import load_input_dataset
+
     check_local_path(arguments.model, "--model")
     check_local_path(arguments.dataset, "--dataset")
     config = check_seed_opt_config(arguments.model)
@@ -186,7 +187,6 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="LoRA fine-tuning of SEED-OPT with Trainer",
         description=__doc__,
         parents=[argument_parser(add_help=False)],
     )

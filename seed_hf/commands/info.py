@@ -1,17 +1,18 @@
 """`seed-hf info`: what a model folder holds: its config, parameter counts per part, dtypes and file sizes."""
 
 import argparse
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, PreTrainedConfig
+
+from . import resolve_pretrained_path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="describe a model folder", description=__doc__)
-    parser.add_argument("model", help="a model folder (config.json and *.safetensors)")
+    parser = subparsers.add_parser("info", description=__doc__)
+    parser.add_argument("model", help="a SEED tokenizer or SEED-OPT folder (config.json and *.safetensors)")
     parser.set_defaults(run=run)
 
 
@@ -38,7 +39,11 @@ def parameter_counts(folder: Path) -> tuple[dict[str, int], dict[str, Counter]]:
     """Parameters per top-level module and their dtypes, read from the safetensors headers (no weights loaded)."""
     counts, dtypes = defaultdict(int), defaultdict(Counter)
     for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(path, framework="pt") as weights:
+        try:
+            weights = safe_open(path, framework="pt")
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a complete safetensors file ({error})") from None
+        with weights:
             for key in weights.keys():
                 tensor = weights.get_slice(key)
                 size = 1
@@ -51,12 +56,8 @@ def parameter_counts(folder: Path) -> tuple[dict[str, int], dict[str, Counter]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    folder = Path(args.model)
-    try:
-        config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    folder = Path(resolve_pretrained_path(args.model, "seed_vision_tokenizer", "seed_opt", hub=False))
+    config = AutoConfig.from_pretrained(folder)
     print(f"{folder}: {config.model_type} ({', '.join(config.architectures or [type(config).__name__])})")
     print("config:")
     print("\n".join(config_lines(config)))

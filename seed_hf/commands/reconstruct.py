@@ -9,13 +9,13 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from ..pipeline_seed_decode import SeedDecodePipeline
+from . import loading, resolve_pretrained_path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("reconstruct", help="tokenize images and draw them back", description=__doc__)
+    parser = subparsers.add_parser("reconstruct", description=__doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="images to reconstruct")
-    parser.add_argument("--pipeline", required=True, help="SeedDecodePipeline folder")
+    parser.add_argument("--pipeline", required=True, help="SeedDecodePipeline folder or Hub repo id")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the PNGs (IMAGE's name, .png)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
@@ -43,19 +43,17 @@ def run(args: argparse.Namespace) -> int:
     targets = [output_dir / f"{Path(path).stem}.png" for path in args.images]
     clashes = sorted({str(target) for target in targets if targets.count(target) > 1})
     if clashes:
-        print(f"error: several inputs would write {', '.join(clashes)}", file=sys.stderr)
-        return 1
+        raise ValueError(f"several inputs would write {', '.join(clashes)}")
     existing = [str(target) for target in targets if target.exists()]
     if existing and not args.overwrite:
-        print(f"error: {', '.join(existing)} exist; pass --overwrite to replace them", file=sys.stderr)
-        return 1
-    if not Path(args.pipeline).is_dir():
-        print(f"error: {args.pipeline} is not a SeedDecodePipeline folder", file=sys.stderr)
-        return 1
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+    pipeline = resolve_pretrained_path(args.pipeline, "SeedDecodePipeline")
 
-    pipe = SeedDecodePipeline.from_pretrained(
-        args.pipeline, dtype=getattr(torch, args.dtype), use_safetensors=True
-    ).to(args.device)
+    from ..pipeline_seed_decode import SeedDecodePipeline  # diffusers: imported once the arguments are checked
+
+    with loading(pipeline):
+        pipe = SeedDecodePipeline.from_pretrained(pipeline, dtype=getattr(torch, args.dtype), use_safetensors=True)
+    pipe.to(args.device)
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path, target in zip(args.images, targets):

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import torch
 
-from ..configuration_seed import SeedVisionTokenizerConfig
-from ..dataset_tokenization import ERRORS_FILE, distributed_state, image_source, tokenize_to_disk
 from ..image_processing_seed import SeedImageProcessor
 from ..modeling_seed_vision_tokenizer import SeedVisionTokenizer
-from ..utils import looks_like_local_path
+from . import loading, resolve_pretrained_path
 
 # Processes wait for the slowest one before the merge: allow a long wait rather than torch's 30 minutes.
 BARRIER_TIMEOUT = timedelta(days=1)
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("tokenize", help="tokenize a folder, file list or dataset", description=__doc__)
+    parser = subparsers.add_parser("tokenize", description=__doc__)
     parser.add_argument(
         "input",
         help="an image folder, a .txt file list (one path per line), a dataset folder from save_to_disk, "
@@ -66,26 +64,10 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def check_tokenizer_folder(model: str) -> None:
-    """
-    Raise a clear `FileNotFoundError` or `ValueError` unless `model` (a folder or Hub id) holds a SEED tokenizer, before
-    transformers fails on it with a deeper error (a SEED-OPT or decode-pipeline folder, a mistyped path).
-    """
-    path = Path(model)
-    if not path.exists() and looks_like_local_path(model):
-        raise FileNotFoundError(f"No such file or folder: {model} (--model)")
-    if path.is_dir() and not (path / "config.json").is_file():
-        kind = "a SEED decode pipeline" if (path / "model_index.json").is_file() else "a folder without config.json"
-        raise ValueError(f"--model {model} is {kind}, not a SEED tokenizer: pass the folder seed-hf convert wrote")
-    model_type = SeedVisionTokenizerConfig.get_config_dict(model)[0].get("model_type")
-    if model_type != SeedVisionTokenizerConfig.model_type:
-        raise ValueError(
-            f"--model {model} holds a {model_type} model, not a SEED tokenizer "
-            f"(model_type {SeedVisionTokenizerConfig.model_type}): pass the folder seed-hf convert wrote"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
+    # datasets and accelerate: imported here so that the command line starts without them.
+    from ..dataset_tokenization import ERRORS_FILE, distributed_state, image_source, tokenize_to_disk
+
     for name in ("batch_size", "shard_size"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
@@ -95,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if Path(args.input).is_dir() and output.is_relative_to(Path(args.input).resolve()):
             raise ValueError(f"the output {args.output} must not be inside the input folder {args.input}")
-        check_tokenizer_folder(args.model)
+        model_path = resolve_pretrained_path(args.model, "seed_vision_tokenizer")
         source = image_source(args.input, args.split, args.image_column, args.text_columns)
-        model = SeedVisionTokenizer.from_pretrained(
-            args.model, dtype=args.dtype, attn_implementation=args.attn_implementation, use_safetensors=True
-        )
-        image_processor = SeedImageProcessor.from_pretrained(args.model)
+        with loading(model_path):
+            model = SeedVisionTokenizer.from_pretrained(
+                model_path, dtype=args.dtype, attn_implementation=args.attn_implementation, use_safetensors=True
+            )
+        image_processor = SeedImageProcessor.from_pretrained(model_path)
         model.to(torch.device(args.device) if args.device else state.device)
         summary = tokenize_to_disk(
             source,
