@@ -56,32 +56,67 @@ def finetune(root: Path, model: str, dataset: str, output: str = "out", *extra: 
     return cli_main([*arguments, "--output_dir", str(root / output), "--max_steps", "1", *FAST, *extra])
 
 
-def test_missing_local_paths_are_named(folders):
-    with pytest.raises(FileNotFoundError, match=r"--model .*does-not-exist: no such file or folder"):
-        finetune(folders, "does-not-exist", "codes")
-    with pytest.raises(FileNotFoundError, match=r"--dataset .*does-not-exist: no such file or folder"):
-        finetune(folders, "seed-opt", "does-not-exist")
-    with pytest.raises(FileNotFoundError, match=r"--model \./seed-opt-2\.7b: no such file or folder"):
-        cli_main(["finetune", "--model", "./seed-opt-2.7b", "--dataset", str(folders / "codes"), "--output_dir", "x"])
+def assert_fails(capsys, pattern: str, command) -> None:
+    """The command exits 1 with one `error:` line matching `pattern`, before any training."""
+    capsys.readouterr()
+    assert command() == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
 
 
-def test_model_must_be_seed_opt(folders):
-    with pytest.raises(ValueError, match=r"'seed_vision_tokenizer' model, expected a SEED-OPT .*SEED image tokenizer"):
-        finetune(folders, "seed-tokenizer", "codes")
-    with pytest.raises(ValueError, match=r"'opt' model, expected a SEED-OPT model \('seed_opt'\)"):
-        finetune(folders, "opt", "codes")
-    with pytest.raises(ValueError, match=r"--model .*/codes has no config.json: expected a SEED-OPT folder"):
-        finetune(folders, "codes", "codes")
+def test_missing_local_paths_are_named(folders, capsys):
+    assert_fails(
+        capsys,
+        r"--model .*does-not-exist: no such file or folder",
+        lambda: finetune(folders, "does-not-exist", "codes"),
+    )
+    assert_fails(
+        capsys,
+        r"--dataset .*does-not-exist: no such file or folder",
+        lambda: finetune(folders, "seed-opt", "does-not-exist"),
+    )
+    assert_fails(
+        capsys,
+        r"--model \./seed-opt-2\.7b: no such file or folder",
+        lambda: cli_main(
+            ["finetune", "--model", "./seed-opt-2.7b", "--dataset", str(folders / "codes"), "--output_dir", "x"]
+        ),
+    )
 
 
-def test_dataset_columns_are_checked_before_training(folders):
-    with pytest.raises(ValueError, match=r"has no caption column 'caption' \(columns: \['codes', 'text'\]\)"):
-        finetune(folders, "seed-opt", "no-caption")
+def test_model_must_be_seed_opt(folders, capsys):
+    assert_fails(
+        capsys,
+        r"'seed_vision_tokenizer' model, expected a SEED-OPT .*SEED image tokenizer",
+        lambda: finetune(folders, "seed-tokenizer", "codes"),
+    )
+    assert_fails(
+        capsys, r"'opt' model, expected a SEED-OPT model \('seed_opt'\)", lambda: finetune(folders, "opt", "codes")
+    )
+    assert_fails(
+        capsys,
+        r"--model .*/codes has no config.json: expected a SEED-OPT folder",
+        lambda: finetune(folders, "codes", "codes"),
+    )
+
+
+def test_dataset_columns_are_checked_before_training(folders, capsys):
+    assert_fails(
+        capsys,
+        r"has no caption column 'caption' \(columns: \['codes', 'text'\]\)",
+        lambda: finetune(folders, "seed-opt", "no-caption"),
+    )
     assert finetune(folders, "seed-opt", "no-caption", "out-text", "--text_column", "text") == 0
-    with pytest.raises(ValueError, match=r"needs a 'codes' column of SEED codes or an 'image' column of images"):
-        finetune(folders, "seed-opt", "captions-only")
-    with pytest.raises(ValueError, match=r"holds images but --model .* has no SEED tokenizer"):
-        finetune(folders, "seed-opt-codes-only", "images")
+    assert_fails(
+        capsys,
+        r"needs a 'codes' column of SEED codes or an 'image' column of images",
+        lambda: finetune(folders, "seed-opt", "captions-only"),
+    )
+    assert_fails(
+        capsys,
+        r"holds images but --model .* has no SEED tokenizer",
+        lambda: finetune(folders, "seed-opt-codes-only", "images"),
+    )
     assert not (folders / "out").exists()
 
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from peft import get_peft_model
 from transformers import AutoConfig, AutoProcessor, HfArgumentParser, TrainerCallback, TrainingArguments
-from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
@@ -108,6 +107,8 @@ def check_columns(dataset: "Dataset", arguments: FinetuneArguments, config: Seed
 
 def replace_pickled_training_arguments(folder: str | Path, training_arguments: TrainingArguments) -> None:
     """Trainer pickles its arguments into `training_args.bin`; keep them as `training_args.json` instead."""
+    from transformers.trainer import TRAINING_ARGS_NAME  # transformers.trainer imports datasets: not at start-up
+
     folder = Path(folder)
     (folder / "training_args.json").write_text(training_arguments.to_json_string())
     (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
