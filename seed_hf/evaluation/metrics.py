@@ -9,6 +9,7 @@ The metrics of the SEED paper, computed as the reference tools compute them.
 - CLIP image–image similarity (cosine × 100) and codebook usage (distinct codes, perplexity) for reconstruction.
 """
 
+import functools
 import math
 import re
 import shutil
@@ -124,6 +125,14 @@ def ptb_tokenize(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     )
 
 
+@functools.cache
+def _meteor_scorer():
+    """One METEOR scorer per process: its Java server takes seconds to load its paraphrase table, then scores fast."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
 def caption_metrics(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float]:
     """
     BLEU-4, METEOR, ROUGE-L and CIDEr-D (as `pycocoevalcap` computes CIDEr) of one predicted caption per image against
@@ -138,14 +147,13 @@ def caption_metrics(predictions: Mapping[str, str], references: Mapping[str, Seq
         raise ValueError(f"Images without reference captions: {empty[:5]}")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     tokenized_references = ptb_tokenize(references)
     tokenized_predictions = ptb_tokenize({key: [caption] for key, caption in predictions.items()})
     bleu, _ = Bleu(4).compute_score(tokenized_references, tokenized_predictions, verbose=0)
     scores = {"BLEU-4": bleu[3]}
-    for name, scorer in (("METEOR", Meteor()), ("ROUGE-L", Rouge()), ("CIDEr", Cider())):
+    for name, scorer in (("METEOR", _meteor_scorer()), ("ROUGE-L", Rouge()), ("CIDEr", Cider())):
         scores[name] = scorer.compute_score(tokenized_references, tokenized_predictions)[0]
     return {name: 100 * float(score) for name, score in scores.items()}
 
