@@ -194,11 +194,11 @@ def run_caption(args: argparse.Namespace) -> int:
         args.dataset,
         args.split,
         args.image_column,
-        {"references": args.references_column},
+        {"captions": args.references_column},
         args.id_column,
         args.annotations,
     ).head(args.num_samples)
-    references = [[value] if isinstance(value, str) else list(value) for value in data.columns["references"]]
+    references = [[value] if isinstance(value, str) else list(value) for value in data.columns["captions"]]
     state = distributed_state(args.device, timeout=BARRIER_TIMEOUT)
     try:
         model, processor = load_seed_opt(args, _device(args, state))

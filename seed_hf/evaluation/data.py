@@ -10,7 +10,7 @@ from pathlib import Path
 
 from datasets import Image as ImageFeature
 
-from ..dataset_tokenization import load_image, load_input_dataset
+from ..dataset_tokenization import image_source, load_image, load_input_dataset
 from ..utils import looks_like_local_path
 
 
@@ -100,8 +100,9 @@ def load_evaluation_data(
 ) -> EvaluationData:
     """
     Rows of `dataset` with its image column and `columns` (task name -> dataset column), ids from `id_column` or the
-    row index; with `annotations`, `dataset` is an image folder and the rows come from that COCO-format caption file
-    ([`load_coco_annotations`]).
+    row index. With `annotations`, `dataset` is an image folder and the rows come from that COCO-format caption file
+    ([`load_coco_annotations`]). When only images are needed, `dataset` may be anything `seed-hf tokenize` reads (an
+    image folder or a file list too, ids then the relative paths).
     """
     columns = columns or {}
     if annotations is not None:
@@ -110,6 +111,14 @@ def load_evaluation_data(
         if missing:
             raise ValueError(f"A COCO-format caption file gives captions only, not {missing}")
         return data
+    if not columns and id_column is None:
+        source = image_source(dataset, split, image_column)
+        if source.failures:
+            index, reason = next(iter(source.failures.items()))
+            raise ValueError(f"Cannot read {source.row_ids[index]} of --dataset {dataset}: {reason}")
+        return EvaluationData(
+            source.description, [str(row) for row in source.row_ids], source.images, {}, source.base_dir
+        )
     if looks_like_local_path(dataset) and not Path(dataset).exists():
         raise FileNotFoundError(f"No such file or folder: {dataset} (--dataset)")
     rows, split = load_input_dataset(dataset, split)
