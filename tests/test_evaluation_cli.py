@@ -21,6 +21,7 @@ from seed_opt_helpers import tiny_processor, tiny_seed_opt
 from test_pipeline_seed_decode import tiny_pipeline
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the COCO caption metrics run on Java")
+ANSWERS = [["red"] * 10, ["2"] * 6 + ["two"] * 4, ["yes"] * 5 + ["no"] * 5, ["star"] * 10]
 CAPTIONS = [["a red square", "a red box"], ["a blue circle"], ["a green ring", "a ring"], ["a black star"]]
 
 
@@ -54,7 +55,7 @@ def folders(tokenizer, tmp_path_factory):
     images = [image(seed) for seed in range(4)]
     Dataset.from_dict({"image": images, "captions": CAPTIONS}).save_to_disk(str(root / "captions"))
     questions = ["what color is it?", "how many?", "is it round?", "what shape?"]
-    answers = [["red"] * 10, ["2"] * 6 + ["two"] * 4, ["yes"] * 5 + ["no"] * 5, ["star"] * 10]
+    answers = ANSWERS
     Dataset.from_dict({"image": images, "question": questions, "answers": answers}).save_to_disk(str(root / "vqav2"))
     gqa = {"image": images, "question": questions, "answer": ["red", "2", "yes", "star"], "qid": list("abcd")}
     Dataset.from_dict(gqa).save_to_disk(str(root / "gqa"))
@@ -68,6 +69,24 @@ def folders(tokenizer, tmp_path_factory):
         ],
     }
     (root / "coco.json").write_text(json.dumps(coco))
+    # The official VQAv2 and GQA files, with COCO- and GQA-named images.
+    (root / "val2014").mkdir()
+    for index, picture in enumerate(images):
+        picture.save(root / "val2014" / f"COCO_val2014_{10 + index:012d}.png")
+        picture.save(root / "val2014" / f"n{index}.png")
+    vqa_questions = [{"question_id": 100 + i, "image_id": 10 + i, "question": q} for i, q in enumerate(questions)]
+    (root / "vqav2_questions.json").write_text(json.dumps({"data_subtype": "val2014", "questions": vqa_questions}))
+    vqa_answers = [
+        {"question_id": 100 + i, "answers": [{"answer": answer, "answer_id": j} for j, answer in enumerate(row)]}
+        for i, row in enumerate(answers)
+    ]
+    (root / "vqav2_answers.json").write_text(json.dumps({"annotations": vqa_answers}))
+    gqa_questions = {f"q{i}": {"imageId": f"n{i}", "question": q, "answer": "red"} for i, q in enumerate(questions)}
+    (root / "gqa_questions.json").write_text(json.dumps(gqa_questions))
+    hub_answers = [[{"answer": answer, "answer_id": j} for j, answer in enumerate(row)] for row in answers]
+    Dataset.from_dict({"image": images, "question": questions, "answers": hub_answers}).save_to_disk(
+        str(root / "vqav2-hub")
+    )
     return root
 
 
@@ -164,6 +183,25 @@ def test_gqa_exact_match_with_an_id_column(folders):
     records, metrics = read(folders / "gqa-out")
     assert [record["id"] for record in records] == list("abcd")
     assert metrics["paper"] == {"accuracy": 28.8}
+
+
+def test_vqa_reads_the_official_question_files(folders):
+    vqav2 = ["--dataset", str(folders / "val2014"), "--questions", str(folders / "vqav2_questions.json")]
+    assert cli_main(vqa(folders, "vqa-files", *vqav2, "--annotations", str(folders / "vqav2_answers.json"))) == 0
+    records, _ = read(folders / "vqa-files")
+    assert [record["id"] for record in records] == ["100", "101", "102", "103"]
+    assert [record["references"] for record in records] == ANSWERS
+    gqa = ["--dataset", str(folders / "val2014"), "--questions", str(folders / "gqa_questions.json")]
+    assert cli_main(vqa(folders, "gqa-files", *gqa, "--benchmark", "gqa")) == 0
+    records, _ = read(folders / "gqa-files")
+    assert [(record["id"], record["references"]) for record in records] == [(f"q{i}", "red") for i in range(4)]
+    with pytest.raises(ValueError, match="pass their answers with --annotations"):
+        cli_main(vqa(folders, "vqa-files-2", *vqav2))
+
+
+def test_vqa_reads_hub_style_answer_dicts(folders):
+    assert cli_main(vqa(folders, "vqa-hub", "--dataset", str(folders / "vqav2-hub"))) == 0
+    assert [record["references"] for record in read(folders / "vqa-hub")[0]] == ANSWERS
 
 
 def test_reconstruction_runs_and_resumes_with_equal_metrics(folders):

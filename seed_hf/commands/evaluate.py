@@ -21,7 +21,7 @@ from diffusers import DPMSolverMultistepScheduler
 from transformers import AutoImageProcessor, AutoProcessor, CLIPModel
 
 from ..dataset_tokenization import distributed_state
-from ..evaluation.data import load_evaluation_data
+from ..evaluation.data import load_evaluation_data, load_vqa_files
 from ..evaluation.metrics import (
     SPICE_SKIPPED,
     caption_metrics,
@@ -51,14 +51,14 @@ ANCHORS = {
 }
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, benchmarks: list[str]) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, benchmarks: list[str], annotations_help: str) -> None:
     parser.add_argument(
         "--dataset",
         required=True,
         help="a dataset folder (save_to_disk), a .parquet/.csv/.json(l)/.arrow file or a Hub id; with --annotations, "
         "the image folder",
     )
-    parser.add_argument("--annotations", help="a COCO-format caption file (images, annotations) for the image folder")
+    parser.add_argument("--annotations", help=annotations_help)
     parser.add_argument("--split", help="split of a dataset with several")
     parser.add_argument("--image-column", default="image", help="(default: image)")
     parser.add_argument("--id-column", help="column of unique item ids (default: the row index)")
@@ -89,7 +89,9 @@ def register(subparsers) -> None:
     tasks = parser.add_subparsers(dest="task", required=True)
 
     caption = tasks.add_parser("caption", help="SEED-OPT captioning: CIDEr, BLEU-4, METEOR, ROUGE-L")
-    add_data_arguments(caption, ["coco"])
+    add_data_arguments(
+        caption, ["coco"], "a COCO-format caption file (images, annotations) for the image folder --dataset"
+    )
     caption.add_argument(
         "--references-column", default="captions", help="column of the reference captions (default: captions)"
     )
@@ -97,7 +99,11 @@ def register(subparsers) -> None:
     caption.set_defaults(run=run_caption)
 
     vqa = tasks.add_parser("vqa", help="SEED-OPT visual question answering: VQAv2 accuracy or GQA exact match")
-    add_data_arguments(vqa, ["vqav2", "gqa"])
+    add_data_arguments(vqa, ["vqav2", "gqa"], "the VQAv2 answers file of --questions")
+    vqa.add_argument(
+        "--questions",
+        help="official question file: VQAv2 (with --annotations, the answers) or GQA; --dataset is then the image folder",
+    )
     vqa.add_argument("--question-column", default="question", help="(default: question)")
     vqa.add_argument(
         "--answers-column",
@@ -114,7 +120,11 @@ def register(subparsers) -> None:
     vqa.set_defaults(run=run_vqa)
 
     reconstruction = tasks.add_parser("reconstruction", help="CLIP similarity of images drawn back from their codes")
-    add_data_arguments(reconstruction, ["coco", "flickr30k"])
+    add_data_arguments(
+        reconstruction,
+        ["coco", "flickr30k"],
+        "a COCO-format caption file (images, annotations) for the image folder --dataset",
+    )
     reconstruction.add_argument("--pipeline", required=True, help="SeedDecodePipeline folder or Hub id")
     reconstruction.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP model folder or Hub id ({DEFAULT_CLIP})")
     reconstruction.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
@@ -233,15 +243,20 @@ def run_caption(args: argparse.Namespace) -> int:
 def run_vqa(args: argparse.Namespace) -> int:
     _check_positive(args, "batch_size", "num_beams", "max_new_tokens")
     answers_column = args.answers_column or ("answers" if args.benchmark == "vqav2" else "answer")
-    if args.annotations:
-        raise ValueError("seed-hf evaluate vqa reads a dataset with question and answer columns, not --annotations")
-    data = load_evaluation_data(
-        args.dataset,
-        args.split,
-        args.image_column,
-        {"question": args.question_column, "answers": answers_column},
-        args.id_column,
-    ).head(args.num_samples)
+    if args.questions:
+        data = load_vqa_files(args.dataset, args.questions, args.annotations)
+    elif args.annotations:
+        raise ValueError("--annotations of seed-hf evaluate vqa are VQAv2 answers: pass their --questions too")
+    else:
+        data = load_evaluation_data(
+            args.dataset,
+            args.split,
+            args.image_column,
+            {"question": args.question_column, "answers": answers_column},
+            args.id_column,
+        )
+    data = data.head(args.num_samples)
+    data.columns["answers"] = [_answer_strings(value) for value in data.columns["answers"]]
     _check_answers(data.columns["answers"], args.benchmark, answers_column)
     state = distributed_state(args.device, timeout=BARRIER_TIMEOUT)
     try:
@@ -277,6 +292,15 @@ def run_vqa(args: argparse.Namespace) -> int:
     score = vqa_accuracy if args.benchmark == "vqav2" else gqa_exact_match
     accuracy = 100 * sum(score(record["answer"], record["references"]) for record in records) / len(records)
     return _report(args, data, {"accuracy": accuracy})
+
+
+def _answer_strings(value):
+    """VQAv2 answers as strings: Hub copies store the annotators' answers as dicts (`answer`, `answer_id`, ...)."""
+    if isinstance(value, dict) and isinstance(value.get("answer"), list):  # a sequence of dicts, read column-wise
+        return value["answer"]
+    if isinstance(value, list) and value and all(isinstance(item, dict) and "answer" in item for item in value):
+        return [item["answer"] for item in value]
+    return value
 
 
 def _check_answers(answers, benchmark: str, column: str) -> None:

@@ -4,6 +4,7 @@ dataset (a `save_to_disk` folder, a data file or a Hub id) or from an image fold
 """
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,14 @@ class EvaluationData:
         )
 
 
+def _read_json(path: str, option: str):
+    """The content of a JSON file named by `option`; a `ValueError` naming it when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise ValueError(f"{option} {path} is not a JSON file: {error}") from None
+
+
 def load_coco_annotations(image_dir: str, annotations: str) -> EvaluationData:
     """
     Rows of a COCO-format caption file (`{"images": [{"id", "file_name"}], "annotations": [{"image_id",
@@ -67,7 +76,7 @@ def load_coco_annotations(image_dir: str, annotations: str) -> EvaluationData:
     if not Path(image_dir).is_dir():
         raise ValueError(f"--dataset {image_dir} must be the image folder when --annotations is given")
     try:
-        content = json.loads(Path(annotations).read_text())
+        content = _read_json(annotations, "--annotations")
         images = content["images"]
         captions = defaultdict(list)
         for annotation in content.get("annotations", []):
@@ -86,6 +95,75 @@ def load_coco_annotations(image_dir: str, annotations: str) -> EvaluationData:
         ids,
         files,
         {"captions": [captions[item_id] for item_id in ids]},
+        Path(image_dir),
+    )
+
+
+def _image_files(image_dir: Path) -> dict[str, str]:
+    """
+    The image files of `image_dir` by stem and, for numbered names such as COCO's `COCO_val2014_000000000042.jpg`, by
+    the number that ends the stem (`"42"`), so that question files can name their images by id.
+    """
+    files = {}
+    for path in sorted(image_dir.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            files[path.stem] = path.name
+            number = re.search(r"\d+$", path.stem)
+            if number:
+                files.setdefault(str(int(number[0])), path.name)
+    return files
+
+
+def load_vqa_files(image_dir: str, questions: str, annotations: str | None = None) -> EvaluationData:
+    """
+    Rows of the official question files, with images from `image_dir`: VQAv2 (`questions` such as
+    `v2_OpenEnded_mscoco_val2014_questions.json` and `annotations` such as `v2_mscoco_val2014_annotations.json`, the
+    10 annotators' answers of each question) or GQA (`questions` such as `testdev_balanced_questions.json`, which
+    holds each answer). One row per question, in the file's order, id = the question id, with columns `question` and
+    `answers` (a list for VQAv2, a string for GQA).
+    """
+    for path, option in ((image_dir, "--dataset"), (questions, "--questions"), (annotations, "--annotations")):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"No such file or folder: {path} ({option})")
+    if not Path(image_dir).is_dir():
+        raise ValueError(f"--dataset {image_dir} must be the image folder when --questions is given")
+    content = _read_json(questions, "--questions")
+    try:
+        if isinstance(content, dict) and "questions" in content:
+            if annotations is None:
+                raise ValueError(
+                    f"--questions {questions} holds VQAv2 questions: pass their answers with --annotations "
+                    "(v2_mscoco_*_annotations.json)"
+                )
+            answers = {
+                entry["question_id"]: [answer["answer"] for answer in entry["answers"]]
+                for entry in _read_json(annotations, "--annotations")["annotations"]
+            }
+            rows = [
+                (q["question_id"], q["image_id"], q["question"], answers[q["question_id"]])
+                for q in content["questions"]
+            ]
+        else:
+            if annotations is not None:
+                raise ValueError(f"--questions {questions} holds GQA questions with their answers: drop --annotations")
+            rows = [(key, entry["imageId"], entry["question"], entry["answer"]) for key, entry in content.items()]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"--questions {questions} is neither a VQAv2 question file (with --annotations, its answers) nor a GQA one "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    if not rows:
+        raise ValueError(f"--questions {questions} holds no questions")
+    files = _image_files(Path(image_dir))
+    missing = sorted({str(image_id) for _, image_id, _, _ in rows if str(image_id) not in files})
+    if missing:
+        raise FileNotFoundError(f"No image in {image_dir} for image ids {missing[:5]} ({len(missing)} in all)")
+    return EvaluationData(
+        f"questions {Path(questions).resolve()} answers {annotations and Path(annotations).resolve()} "
+        f"images {Path(image_dir).resolve()}",
+        [str(question_id) for question_id, _, _, _ in rows],
+        [files[str(image_id)] for _, image_id, _, _ in rows],
+        {"question": [row[2] for row in rows], "answers": [row[3] for row in rows]},
         Path(image_dir),
     )
 
@@ -143,4 +221,4 @@ def load_evaluation_data(
     )
 
 
-__all__ = ["EvaluationData", "load_coco_annotations", "load_evaluation_data"]
+__all__ = ["EvaluationData", "load_coco_annotations", "load_evaluation_data", "load_vqa_files"]
