@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from datasets import Dataset
+from peft import get_peft_model
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from seed_hf.cli import main as cli_main
 from seed_hf.modeling_seed_opt import SeedOPTForConditionalGeneration
+from seed_hf.training_seed_opt import seed_opt_lora_config
 
 from conftest import REPO_ROOT
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
@@ -204,6 +207,24 @@ def test_vqa_reads_hub_style_answer_dicts(folders):
     assert [record["references"] for record in read(folders / "vqa-hub")[0]] == ANSWERS
 
 
+def test_vqa_merges_an_adapter(folders, tokenizer):
+    base = tiny_seed_opt(tokenizer)
+    model = get_peft_model(base, seed_opt_lora_config(base.config))
+    model.save_pretrained(folders / "adapter-at-init")
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=1.0, generator=torch.Generator().manual_seed(0))
+    model.save_pretrained(folders / "adapter-trained")
+    assert cli_main(vqa(folders, "vqa-base")) == 0
+    assert cli_main(vqa(folders, "vqa-at-init", "--adapter", str(folders / "adapter-at-init"))) == 0
+    assert cli_main(vqa(folders, "vqa-trained", "--adapter", str(folders / "adapter-trained"))) == 0
+    base, at_init, trained = (read(folders / name)[0] for name in ("vqa-base", "vqa-at-init", "vqa-trained"))
+    assert at_init == base  # LoRA starts as a no-op
+    assert trained != base
+    with pytest.raises(FileNotFoundError, match="--adapter"):
+        cli_main(vqa(folders, "vqa-missing", "--adapter", str(folders / "no-adapter")))
+
+
 def test_reconstruction_runs_and_resumes_with_equal_metrics(folders):
     assert reconstruction(folders, "reconstruction") == 0
     records, metrics = read(folders / "reconstruction")
@@ -242,6 +263,13 @@ def test_refuses_other_folders_and_other_settings(folders, tmp_path):
     with pytest.raises(FileExistsError, match="other settings \\(max_new_tokens\\).*--overwrite"):
         cli_main(vqa(folders, "settings", "--max-new-tokens", "2"))
     assert cli_main(vqa(folders, "settings", "--max-new-tokens", "2", "--overwrite")) == 0
+
+
+def test_caption_needs_java_before_it_starts(folders, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="need a Java runtime"):
+        caption(folders, "caption-no-java")
+    assert not (folders / "caption-no-java").exists()
 
 
 def test_bad_inputs_raise_clear_errors(folders):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DPMSolverMultistepScheduler
+from peft import PeftModel
 from transformers import AutoImageProcessor, AutoProcessor, CLIPModel
 
 from ..dataset_tokenization import distributed_state
@@ -28,6 +29,7 @@ from ..evaluation.metrics import (
     clip_image_similarity,
     codebook_usage,
     gqa_exact_match,
+    require_java,
     vqa_accuracy,
 )
 from ..evaluation.runner import predict_resumable, write_metrics
@@ -163,8 +165,6 @@ def load_seed_opt(args: argparse.Namespace, device: torch.device):
         args.model, config=config, dtype=getattr(torch, args.dtype), use_safetensors=True
     )
     if args.adapter:
-        from peft import PeftModel
-
         check_local_path(args.adapter, "--adapter")
         model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
     return model.to(device).eval(), processor
@@ -200,6 +200,7 @@ def _check_prompt(prompt: str, image_token: str, *fields: str) -> None:
 
 def run_caption(args: argparse.Namespace) -> int:
     _check_positive(args, "batch_size", "num_beams", "max_new_tokens")
+    require_java()  # before hours of captioning, not after
     data = load_evaluation_data(
         args.dataset,
         args.split,

@@ -108,16 +108,21 @@ def gqa_exact_match(prediction: str, answer: str) -> float:
     return float(normalize_vqa_answer(prediction) == normalize_vqa_answer(answer))
 
 
+def require_java() -> None:
+    """Raise `FileNotFoundError` unless a Java runtime, which the COCO caption tools run on, is on the PATH."""
+    if shutil.which("java") is None:
+        raise FileNotFoundError(
+            "The COCO caption metrics run Stanford CoreNLP and METEOR, which need a Java runtime: install one "
+            "(e.g. apt-get install default-jre-headless) so that `java` is on the PATH"
+        )
+
+
 def ptb_tokenize(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """
     Captions tokenized as the COCO caption evaluation does: Stanford PTB tokenizer (lower case, through `java`), then
     punctuation tokens dropped. Raises `FileNotFoundError` when no Java runtime is on the PATH.
     """
-    if shutil.which("java") is None:
-        raise FileNotFoundError(
-            "The COCO caption metrics tokenize with Stanford CoreNLP, which needs a Java runtime: install one "
-            "(e.g. apt-get install default-jre-headless) so that `java` is on the PATH"
-        )
+    require_java()
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     return PTBTokenizer().tokenize(
@@ -203,5 +208,6 @@ __all__ = [
     "gqa_exact_match",
     "normalize_vqa_answer",
     "ptb_tokenize",
+    "require_java",
     "vqa_accuracy",
 ]
