@@ -5,6 +5,7 @@ import json
 import pytest
 
 from seed_hf.evaluation.runner import markdown_table, predict_resumable, read_records, write_metrics
+from seed_hf.utils import folder_lock
 
 IDS = [f"item-{index}" for index in range(5)]
 
@@ -66,6 +67,15 @@ def test_refuses_other_settings_and_folders_it_did_not_write(tmp_path):
         with pytest.raises(FileExistsError, match="holds no run.json"):
             predict_resumable(IDS, predictor([]), tmp_path / "mine", {}, overwrite=overwrite)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_one_run_at_a_time(tmp_path):
+    (tmp_path / "out").mkdir()
+    with folder_lock(tmp_path / "out"), pytest.raises(BlockingIOError, match="another seed-hf evaluate is writing"):
+        predict_resumable(IDS, predictor([]), tmp_path / "out", {})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        predict_resumable(IDS, predictor([]), tmp_path / "file", {})
 
 
 def test_ids_must_be_unique(tmp_path):

@@ -13,28 +13,21 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-import xxhash
 from accelerate import PartialState
 from datasets.utils import tqdm
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from ..dataset_tokenization import _raise_on_every_process, _write_atomic, distributed_state
+from ..dataset_tokenization import _digest_row_ids, _raise_on_every_process, _write_atomic, distributed_state
+from ..utils import folder_lock
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 METRICS_TABLE_FILE = "metrics.md"
 PART_PATTERN = "predictions.process-*.jsonl"
-
-
-def digest_ids(ids: Sequence[str]) -> str:
-    """A digest of the item ids, recorded in `run.json` so that a restart on other data is refused."""
-    digest = xxhash.xxh3_128()
-    for item_id in ids:
-        digest.update(f"{item_id}\n".encode())
-    return digest.hexdigest()
 
 
 def read_records(path: Path) -> list[dict]:
@@ -76,8 +69,6 @@ def _prepare_output(output_dir: Path, settings: dict, overwrite: bool) -> None:
     Make `output_dir` ready: new, empty, or holding a run with the same settings (resumed). With `overwrite`, an
     earlier run's files are deleted first. A folder that is not an evaluation output is never touched.
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"{output_dir} exists and is not a folder: choose another output")
     run_file = output_dir / RUN_FILE
     if output_dir.is_dir() and any(output_dir.iterdir()) and not run_file.is_file():
         raise FileExistsError(
@@ -94,7 +85,6 @@ def _prepare_output(output_dir: Path, settings: dict, overwrite: bool) -> None:
                 f"{output_dir} holds an evaluation with other settings ({', '.join(changed)}): pass --overwrite to "
                 "replace it, or choose another output"
             )
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_file, settings)
 
 
@@ -147,51 +137,66 @@ def predict_resumable(
     if len(set(ids)) != len(ids):
         duplicates = sorted(item_id for item_id, count in Counter(ids).items() if count > 1)[:5]
         raise ValueError(f"Item ids must be unique; repeated: {duplicates}")
-    settings = {**settings, "items": len(ids), "ids": digest_ids(ids)}
-    # 1. The main process checks the folder and records the settings; everyone then reads what is already done.
-    _raise_on_every_process(state, lambda: _prepare_output(output_dir, settings, overwrite))
-    done = {record["id"] for path in _prediction_files(output_dir) for record in read_records(path)}
-    state.wait_for_everyone()
-    part = output_dir / f"predictions.process-{state.process_index}.jsonl"
-    _drop_unfinished_line(part)
-    # 2. Fixed batches of the items not done, dealt round-robin.
-    batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
-    pending = [[index for index in batch if ids[index] not in done] for batch in batches]
-    mine = [batch for batch in pending if batch][state.process_index :: state.num_processes]
-    with (
-        tqdm(
-            total=sum(map(len, mine)),
-            desc=description + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
-            disable=not state.is_main_process or are_progress_bars_disabled(),
-        ) as bar,
-        open(part, "a") as out,
-    ):
-        for batch in mine:
-            records = predict(batch)
-            if len(records) != len(batch):
-                raise RuntimeError(f"predict returned {len(records)} records for {len(batch)} items")
-            out.write(
-                "".join(json.dumps({"id": ids[index], **record}) + "\n" for index, record in zip(batch, records))
-            )
-            out.flush()
-            os.fsync(out.fileno())
-            bar.update(len(batch))
-    # 3. The main process gathers every record in dataset order into predictions.jsonl.
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
-    by_id = {}
-    for path in _prediction_files(output_dir):
-        for record in read_records(path):
-            by_id.setdefault(record["id"], record)
-    missing = [item_id for item_id in ids if item_id not in by_id]
-    if missing:
-        raise RuntimeError(f"No prediction for {len(missing)} items (first: {missing[:5]}); did a process fail?")
-    records = [by_id[item_id] for item_id in ids]
-    write_text(output_dir / PREDICTIONS_FILE, "".join(json.dumps(record) + "\n" for record in records))
-    for path in output_dir.glob(PART_PATTERN):
-        path.unlink()
-    return records
+    settings = {**settings, "items": len(ids), "ids": _digest_row_ids(ids)}
+    with ExitStack() as run_lock:
+
+        def prepare() -> None:
+            if output_dir.exists() and not output_dir.is_dir():
+                raise FileExistsError(f"{output_dir} exists and is not a folder: choose another output")
+            output_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_lock.enter_context(folder_lock(output_dir))  # held by the main process until the run ends
+            except BlockingIOError:
+                raise BlockingIOError(
+                    f"another seed-hf evaluate is writing {output_dir}: wait for it to end, or stop it and run again "
+                    "to resume its work"
+                ) from None
+            _prepare_output(output_dir, settings, overwrite)
+
+        # 1. The main process locks and checks the folder and records the settings; everyone reads what is done.
+        _raise_on_every_process(state, prepare)
+        done = {record["id"] for path in _prediction_files(output_dir) for record in read_records(path)}
+        state.wait_for_everyone()
+        part = output_dir / f"predictions.process-{state.process_index}.jsonl"
+        _drop_unfinished_line(part)
+        # 2. Fixed batches of the items not done, dealt round-robin.
+        batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
+        pending = [[index for index in batch if ids[index] not in done] for batch in batches]
+        mine = [batch for batch in pending if batch][state.process_index :: state.num_processes]
+        with (
+            tqdm(
+                total=sum(map(len, mine)),
+                desc=description + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
+                disable=not state.is_main_process or are_progress_bars_disabled(),
+            ) as bar,
+            open(part, "a") as out,
+        ):
+            for batch in mine:
+                records = predict(batch)
+                if len(records) != len(batch):
+                    raise RuntimeError(f"predict returned {len(records)} records for {len(batch)} items")
+                out.write(
+                    "".join(json.dumps({"id": ids[index], **record}) + "\n" for index, record in zip(batch, records))
+                )
+                out.flush()
+                os.fsync(out.fileno())
+                bar.update(len(batch))
+        # 3. The main process gathers every record in dataset order into predictions.jsonl.
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        by_id = {}
+        for path in _prediction_files(output_dir):
+            for record in read_records(path):
+                by_id.setdefault(record["id"], record)
+        missing = [item_id for item_id in ids if item_id not in by_id]
+        if missing:
+            raise RuntimeError(f"No prediction for {len(missing)} items (first: {missing[:5]}); did a process fail?")
+        records = [by_id[item_id] for item_id in ids]
+        write_text(output_dir / PREDICTIONS_FILE, "".join(json.dumps(record) + "\n" for record in records))
+        for path in output_dir.glob(PART_PATTERN):
+            path.unlink()
+        return records
 
 
 def markdown_table(metrics: dict[str, float], anchors: dict[str, float]) -> str:
