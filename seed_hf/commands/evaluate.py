@@ -57,8 +57,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, benchmarks: list[str], a
     parser.add_argument(
         "--dataset",
         required=True,
-        help="a dataset folder (save_to_disk), a .parquet/.csv/.json(l)/.arrow file or a Hub id; with --annotations, "
-        "the image folder",
+        help="a dataset folder (save_to_disk), a .parquet/.csv/.json(l)/.arrow file or a Hub id; with an annotation or "
+        "question file, the image folder",
     )
     parser.add_argument("--annotations", help=annotations_help)
     parser.add_argument("--split", help="split of a dataset with several")
@@ -74,7 +74,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, benchmarks: list[str], a
     parser.add_argument("-o", "--output-dir", required=True, help="folder for predictions.jsonl and the metrics")
     parser.add_argument("--batch-size", type=int, default=8, help="items per batch (default: 8)")
     parser.add_argument("--device", help="torch device (default: this process's GPU when there is one, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="(default: float32)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start over, replacing an earlier evaluation")
 
 

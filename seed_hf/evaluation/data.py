@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import PIL.Image
 from datasets import Image as ImageFeature
 
 from ..dataset_tokenization import image_source, load_image, load_input_dataset
@@ -37,9 +38,10 @@ class EvaluationData:
     def image(self, index: int):
         """The decoded image of row `index`; a `ValueError` that names the row when it cannot be read."""
         try:
-            return load_image(self.images[index], self.base_dir).convert("RGB")
+            image = load_image(self.images[index], self.base_dir)
         except (OSError, ValueError) as error:
             raise ValueError(f"Cannot read the image of item {self.ids[index]}: {error}") from error
+        return image.convert("RGB") if isinstance(image, PIL.Image.Image) else image
 
     def head(self, num_samples: int | None) -> "EvaluationData":
         """The first `num_samples` rows (all when `None`)."""
