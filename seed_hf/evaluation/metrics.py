@@ -91,7 +91,8 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """
     VQAv2 accuracy of one prediction against the annotators' answers (10 in VQAv2): for each annotator left out,
     min(#other annotators who gave the prediction / 3, 1), averaged over the annotators. Prediction and answers are
-    normalised by [`normalize_vqa_answer`] (VQAv2's stored answers already are, so this changes nothing there).
+    normalised by [`normalize_vqa_answer`]. The official script normalises only the punctuation of the answers, and
+    only when the annotators disagree; the two differ only on answers not already stored in normal form.
     """
     if isinstance(answers, str) or not answers:
         raise ValueError(f"Expected a non-empty list of reference answers, got {answers!r}")
