@@ -22,6 +22,7 @@ COMMANDS = {
     "tokenize": "tokenize a folder, file list or dataset",
     "info": "describe a model folder",
     "finetune": "LoRA fine-tuning of SEED-OPT with Trainer",
+    "evaluate": "measure captioning, VQA or reconstruction as the paper does",
 }
 
 # Failures of the input or the environment rather than bugs. OSError covers FileNotFoundError, PermissionError,
