@@ -14,6 +14,7 @@ from .configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
 from .generation_seed_opt import SeedImageBlockLogitsProcessor
 from .image_processing_seed import SeedImageProcessor
 from .modeling_seed_opt import SeedOPTForConditionalGeneration, SeedOPTPreTrainedModel
+from .modeling_seed_training import SeedCausalQFormerForPreTraining, SeedVisionTokenizerForCodebookTraining
 from .modeling_seed_vision_tokenizer import SeedPreTrainedModel, SeedVisionTokenizer, SeedVisionTokenizerOutput
 from .pipeline_seed_decode import SeedDecodePipeline, SeedDecodePipelineOutput, SeedNullEmbedding
 from .pipelines_seed_opt import SeedTextToImagePipeline
@@ -40,6 +41,7 @@ SeedOPTTokenizer.register_for_auto_class("AutoTokenizer")
 SeedProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "SeedCausalQFormerForPreTraining",
     "SeedDecodePipeline",
     "SeedDecodePipelineOutput",
     "SeedImageBlockLogitsProcessor",
@@ -54,5 +56,6 @@ __all__ = [
     "SeedPreTrainedModel",
     "SeedVisionTokenizer",
     "SeedVisionTokenizerConfig",
+    "SeedVisionTokenizerForCodebookTraining",
     "SeedVisionTokenizerOutput",
 ]
