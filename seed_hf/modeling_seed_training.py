@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import Blip2ForImageTextRetrieval
+from transformers import initialization as init
 from transformers.models.blip_2.modeling_blip_2 import (
     Blip2Encoder,
     Blip2QFormerIntermediate,
@@ -106,6 +107,7 @@ class SeedTrainingHeadMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load a SEED tokenizer folder (or a checkpoint of this head), then its `training_head.safetensors` if any."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.freeze()  # loading replaces the parameters, and with them their requires_grad
         head_files = [
             cached_file(
                 pretrained_model_name_or_path,
@@ -236,15 +238,21 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
         self.contrastive_head = SeedImageTextContrastiveHead(
             config, self.image_text_hidden_size, self.initial_temperature
         )
-        self.vision_model.requires_grad_(False)
-        self.quantizer.requires_grad_(False)
-        self.decoder.requires_grad_(False)
+        self.freeze()
         self.post_init()
+
+    def freeze(self) -> None:
+        """Freeze what Stage I does not train: the vision encoder, and the quantizer and decoder it does not use."""
+        for module in (self.vision_model, self.quantizer, self.decoder):
+            module.requires_grad_(False)
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SeedImageTextContrastiveHead):
-            module.temperature.fill_(self.initial_temperature)
+            # transformers' init functions leave loaded tensors alone.
+            init.constant_(module.temperature, self.initial_temperature)
+            position_ids = module.text_embeddings.position_ids  # a buffer no checkpoint holds
+            init.copy_(position_ids, torch.arange(position_ids.shape[-1]).expand_as(position_ids))
 
     @classmethod
     def from_blip2(cls, pretrained_model_name_or_path, **kwargs) -> "SeedCausalQFormerForPreTraining":
@@ -268,7 +276,7 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
             num_query_tokens=blip2_config.num_query_tokens,
             vision_ln_eps=blip2_config.vision_config.layer_norm_eps,
         )
-        model = cls(config)
+        model = cls(config)  # frozen as Stage I needs it: load_state_dict copies into the parameters
         renamed = {
             "embeddings.": "contrastive_head.text_embeddings.",
             "vision_projection.": "contrastive_head.vision_projection.",
@@ -406,15 +414,18 @@ class SeedVisionTokenizerForCodebookTraining(SeedTrainingHeadMixin, SeedVisionTo
     def __init__(self, config: SeedVisionTokenizerConfig):
         super().__init__(config)
         self.reconstruction_head = SeedQueryReconstructionHead(config)
-        self.vision_model.requires_grad_(False)
-        self.qformer.requires_grad_(False)
-        self.query_tokens.requires_grad_(False)
+        self.freeze()
         self.post_init()
+
+    def freeze(self) -> None:
+        """Freeze the encoder side Stage I trained: vision encoder, query tokens and causal Q-Former."""
+        for module in (self.vision_model, self.qformer, self.query_tokens):
+            module.requires_grad_(False)
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SeedQueryReconstructionHead):
-            nn.init.normal_(module.position_embeddings, std=self.config.initializer_range)
+            init.normal_(module.position_embeddings, std=self.config.initializer_range)
 
     def forward(
         self, pixel_values: torch.FloatTensor, text_targets: torch.FloatTensor | None = None, return_loss: bool = True

@@ -20,6 +20,7 @@ from transformers import (
     CLIPTextModel,
     HfArgumentParser,
     TrainingArguments,
+    set_seed,
 )
 from transformers.utils import cached_file
 
@@ -155,6 +156,7 @@ def _datasets(arguments: TrainTokenizerArguments, training_arguments: TrainingAr
 
 def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: TrainingArguments) -> SeedTokenizerTrainer:
     """Run one training stage and write the trained tokenizer folder (and its training head) to `output_dir`."""
+    set_seed(training_arguments.seed)  # the head's fresh weights are drawn while loading, before Trainer seeds
     from_blip2 = _is_blip2(arguments.model)
     model = _load_model(arguments, from_blip2)
     image_processor, save_processor = _image_processor(arguments, model, from_blip2)
