@@ -172,6 +172,7 @@ class CodebookMonitor(TrainerCallback):
     equally used codes with the same entropy) and dead codes (unused over the whole window). With
     `revive_dead_codes`, every `window` steps the dead rows are re-seeded from randomly chosen latents (quantizer
     inputs) of the last batch, so they sit where the encoder's outputs are; off by default, as in the original.
+    Counts are local to each process and restart with a resumed run.
 
     Args:
         codebook_size (`int`):
@@ -235,7 +236,6 @@ class CodebookMonitor(TrainerCallback):
         picks = torch.randint(len(latents), (len(dead),), generator=self.generator)
         codebook[dead.to(codebook.device)] = latents[picks.to(latents.device)].to(codebook)
         self.revived += len(dead)
-        self.step_counts.clear()
 
 
 class SeedTokenizerTrainer(Trainer):

@@ -19,6 +19,7 @@ from transformers import (
     CLIPTextModel,
     PreTrainedTokenizerFast,
     TrainingArguments,
+    set_seed,
 )
 
 from seed_hf import SeedImageProcessor, SeedVisionTokenizer
@@ -167,6 +168,7 @@ def stage1_accuracy(model: SeedCausalQFormerForPreTraining, workspace) -> float:
 @pytest.fixture(scope="module")
 def stage1(workspace):
     """Stage I trained on the shapes (about 5 s): the trainer, and the accuracy before training."""
+    set_seed(0)  # the seed training draws the fresh head with
     before = stage1_accuracy(SeedCausalQFormerForPreTraining.from_pretrained(workspace / "seed"), workspace)
     trainer = train_tokenizer(
         stage_arguments(workspace, 1, workspace / "seed"),
@@ -249,6 +251,7 @@ def stage2_scores(model: SeedVisionTokenizerForCodebookTraining, workspace) -> t
 @pytest.fixture(scope="module")
 def stage2(stage1, workspace):
     """Stage II from Stage I's output (about 10 s), reviving dead codes: the trainer and the scores before."""
+    set_seed(0)
     before = stage2_scores(SeedVisionTokenizerForCodebookTraining.from_pretrained(workspace / "stage1"), workspace)
     trainer = train_tokenizer(
         stage_arguments(workspace, 2, workspace / "stage1", revive_dead_codes=True, codebook_window=20),
@@ -265,10 +268,9 @@ def test_stage2_learns_generation_embeddings_and_codes(stage2, workspace):
     assert recall_before <= 0.5 < ACCEPTANCE <= recall_after
     assert cosine_after > cosine_before + 0.2
     history = trainer.state.log_history
-    logs = [entry for entry in history if "codebook_used" in entry]
-    assert {"loss_embedding", "loss_reconstruction", "loss_generation", "codebook_perplexity", "codebook_dead"} <= set(
-        logs[0]
-    )
+    logs = [entry for entry in history if "loss" in entry]
+    parts = {"loss_embedding", "loss_reconstruction", "loss_generation", "codebook_perplexity", "codebook_dead"}
+    assert all(parts <= set(entry) for entry in logs)
     assert logs[-1]["codebook_used"] > logs[0]["codebook_used"]
     evaluation = next(entry for entry in history if "eval_loss" in entry)
     assert evaluation["eval_image_to_text_recall@1"] >= ACCEPTANCE
@@ -420,7 +422,7 @@ def test_codebook_monitor_counts_and_revives_dead_codes():
     monitor.on_step_end(None, state, None, model=model)
     weight = model.quantizer.codebook.weight
     assert torch.equal(weight[:2], torch.zeros(2, 3)) and torch.equal(weight[2:], torch.ones(6, 3))
-    assert monitor.stats() == {} and monitor.revived == 6
+    assert monitor.revived == 6 and monitor.stats()["codebook_dead"] == 6  # unused over the window, until used
 
 
 def test_collator_refuses_missing_columns():

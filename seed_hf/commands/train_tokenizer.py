@@ -114,8 +114,16 @@ def _text_encoder(arguments: TrainTokenizerArguments, model):
     """The Stable Diffusion CLIP text encoder and its tokenizer, checked against the tokenizer's sizes."""
     if arguments.text_encoder is None:
         raise ValueError("Stage 2 needs --text_encoder: a Stable Diffusion folder or a CLIP text model")
-    root = Path(arguments.text_encoder)
-    is_pipeline = (root / "text_encoder").is_dir()
+    is_pipeline = (
+        cached_file(
+            arguments.text_encoder,
+            "config.json",
+            subfolder="text_encoder",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        is not None
+    )
     text_encoder = CLIPTextModel.from_pretrained(
         arguments.text_encoder, subfolder="text_encoder" if is_pipeline else "", use_safetensors=True
     )
