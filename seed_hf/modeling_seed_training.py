@@ -97,8 +97,8 @@ class SeedCodebookTrainingOutput(ModelOutput):
 
 class SeedTrainingHeadMixin:
     """
-    What both training heads share: freezing, reading `training_head.safetensors` in `from_pretrained`, and
-    saving a normal SEED tokenizer folder plus the head's own weights.
+    What both training heads share: `from_pretrained` that freezes again (each head's `freeze()`) and reads
+    `training_head.safetensors`, and saving a normal SEED tokenizer folder plus the head's own weights.
     """
 
     supports_gradient_checkpointing = True
@@ -118,6 +118,7 @@ class SeedTrainingHeadMixin:
             for name in (TRAINING_HEAD_INFO, TRAINING_HEAD_WEIGHTS)
         ]
         if None in head_files:
+            logger.info("%s has no %s: the training head starts fresh", pretrained_model_name_or_path, cls.__name__)
             return model
         head_class = json.loads(Path(head_files[0]).read_text())["head_class"]
         if head_class == cls.__name__:
@@ -213,6 +214,8 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
     >>> output = model(torch.randn(2, 3, 224, 224), input_ids=torch.tensor([[1, 5, 6], [1, 7, 0]]),
     ...                attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
     >>> output.loss.backward()
+    >>> output.image_embeds.shape, output.text_embeds.shape
+    (torch.Size([2, 256]), torch.Size([2, 256]))
     ```
     """
 
@@ -400,6 +403,8 @@ class SeedVisionTokenizerForCodebookTraining(SeedTrainingHeadMixin, SeedVisionTo
     >>> model = SeedVisionTokenizerForCodebookTraining(config)
     >>> output = model(torch.randn(2, 3, 224, 224), text_targets=torch.randn(2, 77, 16))
     >>> output.loss.backward()
+    >>> [name for name in output.keys() if name.startswith("loss_")]
+    ['loss_embedding', 'loss_reconstruction', 'loss_generation']
     ```
     """
 
