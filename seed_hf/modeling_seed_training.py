@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -49,8 +50,9 @@ class SeedCausalQFormerPreTrainingOutput(ModelOutput):
             L2-normalised projection of the last causal query (the "final causal embedding").
         text_embeds (`torch.FloatTensor` of shape `(batch_size, image_text_hidden_size)`):
             L2-normalised projection of the caption's first token through the Q-Former's text branch.
-        logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
-            Image-to-text similarities divided by the temperature.
+        logits_per_image (`torch.FloatTensor` of shape `(batch_size, num_processes * batch_size)`):
+            Image-to-text similarities divided by the temperature, against the captions of all processes of a
+            distributed run (the contrastive loss uses them all as negatives, as the original does).
         temperature (`torch.FloatTensor` of shape `()`):
             The learned softmax temperature.
     """
@@ -174,6 +176,18 @@ class SeedTrainingHeadMixin:
 def _tokenizer_keys(config: SeedVisionTokenizerConfig) -> list[str]:
     with torch.device("meta"):
         return list(SeedVisionTokenizer(config).state_dict())
+
+
+def _gather_across_processes(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """
+    The rows of all processes of a distributed run, concatenated by rank, with gradients flowing back to each
+    process's own rows; and the index of this process's first row. Single process: `tensor` and 0.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor, 0
+    from torch.distributed.nn.functional import all_gather  # only where torch.distributed is available
+
+    return torch.cat(all_gather(tensor)), dist.get_rank() * len(tensor)
 
 
 class SeedImageTextContrastiveHead(nn.Module):
@@ -350,13 +364,17 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
 
         with torch.no_grad():
             head.temperature.clamp_(*self.temperature_range)
-        logits_per_image = image_embeds @ text_embeds.t() / head.temperature
+        # Under data parallelism every process's pairs are negatives too, as in the original.
+        all_image_embeds, offset = _gather_across_processes(image_embeds)
+        all_text_embeds, _ = _gather_across_processes(text_embeds)
+        logits_per_image = image_embeds @ all_text_embeds.t() / head.temperature
         loss = None
         if return_loss:
-            targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+            logits_per_text = text_embeds @ all_image_embeds.t() / head.temperature
+            targets = torch.arange(len(image_embeds), device=image_embeds.device) + offset
             loss = (
                 F.cross_entropy(logits_per_image, targets, label_smoothing=self.label_smoothing)
-                + F.cross_entropy(logits_per_image.t(), targets, label_smoothing=self.label_smoothing)
+                + F.cross_entropy(logits_per_text, targets, label_smoothing=self.label_smoothing)
             ) / 2
         return SeedCausalQFormerPreTrainingOutput(
             loss=loss,

@@ -366,6 +366,51 @@ def test_heads_train_with_gradient_checkpointing():
         )
 
 
+def contrastive_batch():
+    """A seeded Stage I model and a batch of 8 pairs."""
+    torch.manual_seed(0)
+    model = SeedCausalQFormerForPreTraining(tiny_training_config())
+    captions = [f"a {colour} {shape}" for colour in ("red", "green", "blue", "red") for shape in ("circle", "square")]
+    text = word_tokenizer()(captions, padding=True, return_tensors="pt")
+    return model, torch.randn(8, 3, 28, 28), text.input_ids, text.attention_mask
+
+
+def all_gradients(model) -> torch.Tensor:
+    return torch.cat([parameter.grad.flatten() for parameter in model.parameters() if parameter.grad is not None])
+
+
+def contrastive_step_on_half(rank: int, store: str, output: str) -> None:
+    """One of two processes: the loss on its half of the batch, and the gradients averaged as DDP averages them."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model, pixel_values, input_ids, attention_mask = contrastive_batch()
+        half = slice(4 * rank, 4 * rank + 4)
+        loss = model(pixel_values[half], input_ids=input_ids[half], attention_mask=attention_mask[half]).loss
+        loss.backward()
+        gradients = all_gradients(model)
+        for tensor in (loss, gradients):
+            torch.distributed.all_reduce(tensor.detach_())
+        if rank == 0:
+            torch.save({"loss": loss / 2, "gradients": gradients / 2}, output)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_stage1_contrasts_against_every_process_of_a_distributed_run(tmp_path):
+    output = tmp_path / "result.pt"
+    # Forked, the two processes start with everything imported (spawned ones take longer than the test).
+    torch.multiprocessing.start_processes(
+        contrastive_step_on_half, args=(str(tmp_path / "store"), str(output)), nprocs=2, start_method="fork"
+    )
+    model, pixel_values, input_ids, attention_mask = contrastive_batch()
+    loss = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask).loss
+    loss.backward()
+    gradients = all_gradients(model)
+    distributed = torch.load(output, weights_only=True)
+    assert torch.allclose(distributed["loss"], loss, atol=1e-6)
+    assert torch.allclose(distributed["gradients"], gradients, atol=1e-6)
+
+
 def test_stage2_checks_text_targets():
     model = SeedVisionTokenizerForCodebookTraining(tiny_training_config())
     with pytest.raises(ValueError, match=r"text_targets must have shape \(batch_size, 77, 16\)"):
