@@ -417,12 +417,16 @@ def test_stage2_checks_text_targets():
         model(torch.randn(2, 3, 28, 28), text_targets=torch.randn(2, 77, 768))
 
 
-def test_stage1_starts_from_a_blip2_retrieval_checkpoint(tmp_path):
+def test_stage1_starts_from_a_blip2_retrieval_checkpoint(workspace, tmp_path):
     config = Blip2Config(
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28
-        )
-        | dict(patch_size=14),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
         qformer_config=dict(
             hidden_size=32,
             intermediate_size=48,
@@ -451,6 +455,18 @@ def test_stage1_starts_from_a_blip2_retrieval_checkpoint(tmp_path):
         assert torch.equal(weights[key], blip2[key])
     assert model.contrastive_head.temperature.item() == pytest.approx(0.07)
     assert not model.config.qformer_config.use_qformer_text_input
+
+    # The command takes the BLIP-2 folder for stage 1 (only) and writes a complete SEED folder.
+    train_tokenizer(
+        stage_arguments(workspace, 1, tmp_path / "blip2", eval_split=None),
+        training_arguments(tmp_path / "stage1", max_steps=2),
+    )
+    assert type(AutoModel.from_pretrained(tmp_path / "stage1")) is SeedVisionTokenizer
+    assert SeedImageProcessor.from_pretrained(tmp_path / "stage1").size == {"height": 28, "width": 28}
+    with pytest.raises(ValueError, match="train stage 1 from it"):
+        train_tokenizer(
+            stage_arguments(workspace, 2, tmp_path / "blip2"), training_arguments(tmp_path / "stage2", max_steps=2)
+        )
 
 
 def test_codebook_monitor_counts_and_revives_dead_codes():

@@ -82,15 +82,18 @@ def _load_model(arguments: TrainTokenizerArguments, from_blip2: bool):
     return head.from_pretrained(arguments.model, use_safetensors=True)
 
 
-def _image_processor(arguments: TrainTokenizerArguments, model, from_blip2: bool) -> tuple[SeedImageProcessor, bool]:
-    """The SEED folder's image processor, else one at the model's image size; and whether the folder had one."""
+def _image_processor(arguments: TrainTokenizerArguments, model, from_blip2: bool) -> SeedImageProcessor:
+    """
+    The SEED folder's image processor, else SEED's preprocessing at the model's image size (BLIP-2's is the same:
+    bicubic resize, CLIP mean and std), so that every output folder has one for `seed-hf tokenize`.
+    """
     has_processor = not from_blip2 and cached_file(
         arguments.model, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False
     )
     if has_processor:
-        return SeedImageProcessor.from_pretrained(arguments.model), True
+        return SeedImageProcessor.from_pretrained(arguments.model)
     size = model.config.vision_config.image_size
-    return SeedImageProcessor(size={"height": size, "width": size}), False
+    return SeedImageProcessor(size={"height": size, "width": size})
 
 
 def _text_tokenizer(arguments: TrainTokenizerArguments, model):
@@ -167,7 +170,7 @@ def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: Trai
     set_seed(training_arguments.seed)  # the head's fresh weights are drawn while loading, before Trainer seeds
     from_blip2 = _is_blip2(arguments.model)
     model = _load_model(arguments, from_blip2)
-    image_processor, save_processor = _image_processor(arguments, model, from_blip2)
+    image_processor = _image_processor(arguments, model, from_blip2)
     train_dataset, eval_dataset = _datasets(arguments, training_arguments)
     callbacks = []
     if arguments.stage == 1:
@@ -219,8 +222,7 @@ def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: Trai
     trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
     if trainer.is_world_process_zero():
         model.save_tokenizer(training_arguments.output_dir)
-        if save_processor:
-            image_processor.save_pretrained(training_arguments.output_dir)
+        image_processor.save_pretrained(training_arguments.output_dir)
     trainer.save_state()  # trainer_state.json: the loss history
     # Under a multi-process launch, leave together and close the process group.
     trainer.accelerator.wait_for_everyone()
