@@ -28,11 +28,12 @@ class SeedTokenizerDataCollator:
     r"""
     Builds training batches for either stage from examples with an image and a caption.
 
-    Every batch has `pixel_values` and `caption_ids` (a checksum of each caption, so that retrieval metrics count
-    a duplicate caption as the right answer; [`SeedTokenizerTrainer`] removes it before the model sees the batch).
-    With `text_tokenizer` (Stage I) it adds the tokenized captions, `input_ids` and `attention_mask`; with
-    `text_targets_column` (Stage II) it adds `text_targets`, stacked from that column (see [`add_text_targets`]).
-    Use with `TrainingArguments(remove_unused_columns=False)`.
+    Every batch has `pixel_values`. With `text_tokenizer` (Stage I) it adds the tokenized captions, `input_ids` and
+    `attention_mask`; with `text_targets_column` (Stage II) it adds `text_targets`, stacked from that column (see
+    [`add_text_targets`]). With `return_caption_ids` it adds `caption_ids`, a checksum of each caption, with which
+    [`SeedTokenizerTrainer`] computes retrieval metrics (a duplicate caption counts as the right answer) and which
+    it removes before the model sees the batch; leave it off with a plain `Trainer`. Use with
+    `TrainingArguments(remove_unused_columns=False)`.
 
     Args:
         image_processor ([`BaseImageProcessor`]):
@@ -47,6 +48,8 @@ class SeedTokenizerDataCollator:
             Column of precomputed text-encoder targets, for Stage II.
         max_text_length (`int`, *optional*, defaults to 32):
             Captions are cut to this many tokens (Stage I).
+        return_caption_ids (`bool`, *optional*, defaults to `False`):
+            Whether to add `caption_ids` for [`SeedTokenizerTrainer`]'s retrieval metrics.
     """
 
     image_processor: BaseImageProcessor
@@ -55,6 +58,7 @@ class SeedTokenizerDataCollator:
     text_column: str = "caption"
     text_targets_column: str | None = None
     max_text_length: int = MAX_TEXT_LENGTH
+    return_caption_ids: bool = False
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         for column in (self.image_column, self.text_column, self.text_targets_column):
@@ -62,10 +66,9 @@ class SeedTokenizerDataCollator:
                 raise ValueError(f"Each example needs a {column!r} column; got columns {sorted(features[0])}")
         captions = [feature[self.text_column] for feature in features]
         images = [feature[self.image_column] for feature in features]
-        batch = {
-            "pixel_values": self.image_processor(images, return_tensors="pt").pixel_values,
-            "caption_ids": torch.tensor([zlib.crc32(caption.encode()) for caption in captions]),
-        }
+        batch = {"pixel_values": self.image_processor(images, return_tensors="pt").pixel_values}
+        if self.return_caption_ids:
+            batch["caption_ids"] = torch.tensor([zlib.crc32(caption.encode()) for caption in captions])
         if self.text_tokenizer is not None:
             text = self.text_tokenizer(
                 captions, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
@@ -242,8 +245,9 @@ class SeedTokenizerTrainer(Trainer):
     r"""
     A `Trainer` for the two training heads that logs every loss part (`loss_*` fields of the model output) next to
     the total, codebook health in Stage II (with a [`CodebookMonitor`] in `callbacks`), and on evaluation the
-    retrieval metrics of [`retrieval_metrics`]: Stage I's image and text embeddings, Stage II's generation
-    embeddings against their text targets.
+    retrieval metrics of [`retrieval_metrics`] (with a [`SeedTokenizerDataCollator`] that has
+    `return_caption_ids=True`): Stage I's image and text embeddings, Stage II's generation embeddings against their
+    text targets.
     """
 
     def __init__(self, *args, **kwargs):

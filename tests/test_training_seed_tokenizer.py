@@ -18,6 +18,7 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     PreTrainedTokenizerFast,
+    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -409,6 +410,18 @@ def test_stage1_contrasts_against_every_process_of_a_distributed_run(tmp_path):
     distributed = torch.load(output, weights_only=True)
     assert torch.allclose(distributed["loss"], loss, atol=1e-6)
     assert torch.allclose(distributed["gradients"], gradients, atol=1e-6)
+
+
+def test_heads_train_with_a_plain_trainer(workspace, tmp_path):
+    dataset = load_from_disk(str(workspace / "shapes"))["train"].select(range(8))
+    collator = SeedTokenizerDataCollator(SeedImageProcessor(size={"height": 28, "width": 28}), word_tokenizer())
+    trainer = Trainer(
+        model=SeedCausalQFormerForPreTraining(tiny_training_config()),
+        args=training_arguments(tmp_path, max_steps=2, per_device_train_batch_size=4, remove_unused_columns=False),
+        train_dataset=dataset,
+        data_collator=collator,
+    )
+    assert trainer.train().training_loss > 0
 
 
 def test_stage2_checks_text_targets():

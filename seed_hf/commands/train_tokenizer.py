@@ -179,6 +179,7 @@ def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: Trai
             text_tokenizer=_text_tokenizer(arguments, model),
             image_column=arguments.image_column,
             text_column=arguments.text_column,
+            return_caption_ids=True,
             max_text_length=arguments.max_text_length,
         )
     else:
@@ -199,6 +200,7 @@ def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: Trai
             image_processor,
             image_column=arguments.image_column,
             text_column=arguments.text_column,
+            return_caption_ids=True,
             text_targets_column=TEXT_TARGETS_COLUMN,
         )
         callbacks.append(
