@@ -202,7 +202,8 @@ class CodebookMonitor(TrainerCallback):
 
     def record(self, codes: torch.Tensor, latents: torch.Tensor) -> None:
         """Count the codes of one forward pass and keep its latents as candidates for revival."""
-        self.current_counts += torch.bincount(codes.flatten().cpu(), minlength=self.codebook_size)
+        counts = torch.bincount(codes.flatten(), minlength=self.codebook_size)
+        self.current_counts = self.current_counts.to(counts.device) + counts  # on the model's device: no sync
         self.recent_latents = latents.detach().flatten(0, -2)
 
     def counts(self) -> torch.Tensor:
@@ -210,7 +211,7 @@ class CodebookMonitor(TrainerCallback):
         return sum(self.step_counts, self.current_counts.clone())
 
     def stats(self) -> dict[str, float]:
-        counts = self.counts()
+        counts = self.counts().cpu()
         total = counts.sum()
         if total == 0:
             return {}
@@ -225,14 +226,14 @@ class CodebookMonitor(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.step_counts.append(self.current_counts)
-        self.current_counts = torch.zeros(self.codebook_size, dtype=torch.long)
+        self.current_counts = torch.zeros_like(self.current_counts)
         if self.revive_dead_codes and state.global_step % self.window == 0 and self.recent_latents is not None:
             self.revive(model.quantizer.codebook.weight)
 
     @torch.no_grad()
     def revive(self, codebook: torch.Tensor) -> None:
         """Re-seed the rows unused over the window from the most recent latents."""
-        dead = (self.counts() == 0).nonzero().flatten()
+        dead = (self.counts() == 0).nonzero().flatten().cpu()
         if len(dead) == 0:
             return
         latents = self.recent_latents
@@ -265,7 +266,7 @@ class SeedTokenizerTrainer(Trainer):
         parts = {name: value.detach() for name, value in outputs.items() if name.startswith("loss_")}
         if model.training:
             for name, value in parts.items():
-                self._train_parts[name].append(value.item())
+                self._train_parts[name].append(value)  # read at logging time: no device sync per step
             if self.codebook_monitor is not None and outputs.get("codes") is not None:
                 self.codebook_monitor.record(outputs["codes"], outputs["latents"])
         else:
@@ -284,7 +285,7 @@ class SeedTokenizerTrainer(Trainer):
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:  # a training log
             for name, values in self._train_parts.items():
-                logs[name] = sum(values) / len(values)
+                logs[name] = torch.stack(values).mean().item()
             self._train_parts.clear()
             if self.codebook_monitor is not None:
                 logs.update(self.codebook_monitor.stats())
