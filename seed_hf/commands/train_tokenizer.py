@@ -148,12 +148,10 @@ def _text_encoder(arguments: TrainTokenizerArguments, model):
 
 
 def _datasets(arguments: TrainTokenizerArguments, training_arguments: TrainingArguments):
-    train_dataset = load_input_dataset(arguments.dataset, arguments.split)[0]
-    for column in (arguments.image_column, arguments.text_column):
-        if column not in train_dataset.column_names:
-            raise ValueError(f"{arguments.dataset} has no column {column!r}, only {train_dataset.column_names}")
+    """The training split and the evaluation one (a split of its own, `eval_size` rows held out, or none)."""
     if arguments.eval_split is not None and arguments.eval_size:
         raise ValueError("Pass --eval_split or --eval_size, not both")
+    train_dataset = load_input_dataset(arguments.dataset, arguments.split)[0]
     eval_dataset = None
     if arguments.eval_split is not None:
         eval_dataset = load_input_dataset(arguments.dataset, arguments.eval_split)[0]
@@ -162,16 +160,20 @@ def _datasets(arguments: TrainTokenizerArguments, training_arguments: TrainingAr
             raise ValueError(f"--eval_size must be in [1, {len(train_dataset) - 1}], got {arguments.eval_size}")
         parts = train_dataset.train_test_split(test_size=arguments.eval_size, seed=training_arguments.seed)
         train_dataset, eval_dataset = parts["train"], parts["test"]
+    for dataset in (train_dataset, eval_dataset):
+        for column in (arguments.image_column, arguments.text_column):
+            if dataset is not None and column not in dataset.column_names:
+                raise ValueError(f"{arguments.dataset} has no column {column!r}, only {dataset.column_names}")
     return train_dataset, eval_dataset
 
 
 def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: TrainingArguments) -> SeedTokenizerTrainer:
     """Run one training stage and write the trained tokenizer folder (and its training head) to `output_dir`."""
     set_seed(training_arguments.seed)  # the head's fresh weights are drawn while loading, before Trainer seeds
+    train_dataset, eval_dataset = _datasets(arguments, training_arguments)
     from_blip2 = _is_blip2(arguments.model)
     model = _load_model(arguments, from_blip2)
     image_processor = _image_processor(arguments, model, from_blip2)
-    train_dataset, eval_dataset = _datasets(arguments, training_arguments)
     callbacks = []
     if arguments.stage == 1:
         collator = SeedTokenizerDataCollator(
@@ -184,6 +186,7 @@ def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: Trai
         )
     else:
         text_encoder, clip_tokenizer = _text_encoder(arguments, model)
+        text_encoder.to(training_arguments.device)
         with_targets = partial(
             add_text_targets,
             text_encoder=text_encoder,
