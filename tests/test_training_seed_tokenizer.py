@@ -9,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict, Features, Image, Value, load_from_disk
 from safetensors.torch import load_file
+from test_build_decode_pipeline import stable_diffusion_dir, tokenizer_dir  # noqa: F401 (the decode builder's fixtures)
 from test_training_seed_opt import draw
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
@@ -24,6 +25,7 @@ from transformers import (
 )
 
 from seed_hf import SeedImageProcessor, SeedVisionTokenizer
+from seed_hf.build_decode_pipeline import build_seed_decode_pipeline
 from seed_hf.cli import main as cli_main
 from seed_hf.commands.train_tokenizer import TrainTokenizerArguments, train_tokenizer
 from seed_hf.modeling_seed_training import (
@@ -230,6 +232,19 @@ def test_trained_folder_is_a_normal_tokenizer_folder(stage1, workspace, tmp_path
     codes = torch.tensor(load_from_disk(str(output))["codes"])
     assert codes.shape == (len(CLASSES) * TEST_PER_CLASS, 32)
     assert torch.equal(codes, model.encode(held_out(workspace)[0]))
+
+
+def test_trained_folder_builds_a_decode_pipeline(workspace, tokenizer_dir, stable_diffusion_dir, tmp_path):  # noqa: F811
+    """A folder trained from a 768-wide tokenizer goes into the decode pipeline builder as is."""
+    trained = tmp_path / "trained"
+    train_tokenizer(
+        stage_arguments(workspace, 1, tokenizer_dir, eval_split=None), training_arguments(trained, max_steps=1)
+    )
+    pipe = build_seed_decode_pipeline(trained, stable_diffusion_dir, tmp_path / "decode")
+    assert torch.equal(pipe.vision_tokenizer.query_tokens, SeedVisionTokenizer.from_pretrained(trained).query_tokens)
+    assert not torch.equal(
+        pipe.vision_tokenizer.query_tokens, SeedVisionTokenizer.from_pretrained(tokenizer_dir).query_tokens
+    )
 
 
 @torch.no_grad()
