@@ -287,6 +287,8 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
             )
         qformer_config = blip2_config.qformer_config.to_dict()
         qformer_config["use_qformer_text_input"] = False
+        for dropout in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            del qformer_config[dropout]  # SEED's default: none, so codes never depend on train/eval mode
         config = SeedVisionTokenizerConfig(
             vision_config=blip2_config.vision_config.to_dict(),
             qformer_config=qformer_config,

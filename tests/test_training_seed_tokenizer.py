@@ -372,6 +372,7 @@ def test_heads_train_with_gradient_checkpointing():
         gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
         model.zero_grad()
         model.gradient_checkpointing_enable()
+        assert all(layer.gradient_checkpointing for layer in model.qformer.encoder.layer)
         checkpointed = model(pixel_values, **inputs).loss
         checkpointed.backward()
         assert torch.allclose(plain, checkpointed)
@@ -483,6 +484,7 @@ def test_stage1_starts_from_a_blip2_retrieval_checkpoint(workspace, tmp_path):
         assert torch.equal(weights[key], blip2[key])
     assert model.contrastive_head.temperature.item() == pytest.approx(0.07)
     assert not model.config.qformer_config.use_qformer_text_input
+    assert model.config.qformer_config.hidden_dropout_prob == 0 < config.qformer_config.hidden_dropout_prob
 
     # The command takes the BLIP-2 folder for stage 1 (only) and writes a complete SEED folder.
     train_tokenizer(
