@@ -24,6 +24,7 @@ from .configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
 from .generation_seed_opt import SeedImageBlockLogitsProcessor
 from .image_processing_seed import SeedImageProcessor
 from .modeling_seed_opt import SeedOPTForConditionalGeneration, SeedOPTPreTrainedModel
+from .modeling_seed_training import SeedCausalQFormerForPreTraining, SeedVisionTokenizerForCodebookTraining
 from .modeling_seed_vision_tokenizer import SeedPreTrainedModel, SeedVisionTokenizer, SeedVisionTokenizerOutput
 from .pipelines_seed_opt import SeedTextToImagePipeline
 from .processing_seed import SeedProcessor
@@ -72,6 +73,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "SeedCausalQFormerForPreTraining",
     "SeedDecodePipeline",
     "SeedDecodePipelineOutput",
     "SeedImageBlockLogitsProcessor",
@@ -86,5 +88,6 @@ __all__ = [
     "SeedPreTrainedModel",
     "SeedVisionTokenizer",
     "SeedVisionTokenizerConfig",
+    "SeedVisionTokenizerForCodebookTraining",
     "SeedVisionTokenizerOutput",
 ]

@@ -14,7 +14,7 @@ import sys
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 
-# Command -> one-line summary. Each is a module of seed_hf.commands defining `register(subparsers)`; only the module
+# Command -> one-line summary. Each is a module of seed_hf.commands (dashes as underscores) defining `register(subparsers)`; only the module
 # of the command given is imported, so `seed-hf --help` loads none of the libraries the commands need.
 COMMANDS = {
     "convert": "convert the original SEED v1 release",
@@ -23,6 +23,7 @@ COMMANDS = {
     "info": "describe a model folder",
     "finetune": "LoRA fine-tuning of SEED-OPT with Trainer",
     "evaluate": "measure captioning, VQA or reconstruction as the paper does",
+    "train-tokenizer": "train a SEED tokenizer (stage 1 or 2 of the paper) with Trainer",
 }
 
 # Failures of the input or the environment rather than bugs. OSError covers FileNotFoundError, PermissionError,
@@ -43,7 +44,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in COMMANDS.items():
         if name == command:
-            importlib.import_module(f"seed_hf.commands.{name}").register(subparsers)
+            importlib.import_module(f"seed_hf.commands.{name.replace('-', '_')}").register(subparsers)
         else:
             subparsers.add_parser(name, help=summary)
     return parser
