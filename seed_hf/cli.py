@@ -14,8 +14,9 @@ import sys
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 
-# Command -> one-line summary. Each is a module of seed_hf.commands (dashes as underscores) defining `register(subparsers)`; only the module
-# of the command given is imported, so `seed-hf --help` loads none of the libraries the commands need.
+# Command -> one-line summary. Each is a module of seed_hf.commands (dashes read as underscores) defining
+# `register(subparsers)`; only the module of the command given is imported, so `seed-hf --help` loads none of the
+# libraries the commands need.
 COMMANDS = {
     "convert": "convert the original SEED v1 release",
     "reconstruct": "tokenize images and draw them back",

@@ -320,7 +320,8 @@ class SeedCausalQFormerForPreTraining(SeedTrainingHeadMixin, SeedVisionTokenizer
 
     def causal_query_output(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """The causal Q-Former's last hidden state, `(batch_size, num_query_tokens, qformer_hidden_size)`."""
-        return self._encode(pixel_values)[1]
+        self._check_pixel_values(pixel_values)
+        return self._encode(pixel_values)[1].last_hidden_state
 
     def forward(
         self,
@@ -476,19 +477,22 @@ class SeedVisionTokenizerForCodebookTraining(SeedTrainingHeadMixin, SeedVisionTo
                 f"{pixel_values.shape[0]} rows of pixel_values, got {tuple(text_targets.shape)}"
             )
         # The frozen encoder side builds no graph: none of its parameters requires grad.
+        self._check_pixel_values(pixel_values)
         _, query_output, codes = self._encode(pixel_values)
+        query_output = query_output.last_hidden_state
         latents = self.quantizer.encode_task_layer(query_output)
         quantized = self.quantizer.codebook(codes)
         # Straight-through: the forward pass uses the codebook rows, the gradient reaches the latents unchanged.
         quantized_straight_through = latents + (quantized - latents).detach()
-        generation_embeds = self.decoder(quantized_straight_through)
+        decoded = self.decoder.decode_task_layer(quantized_straight_through)
+        generation_embeds = self.decoder.forward_decoded(decoded)[0]
 
         loss = loss_embedding = loss_reconstruction = loss_generation = None
         if return_loss:
             loss_embedding = F.mse_loss(latents, quantized.detach()) + self.commitment_beta * F.mse_loss(
                 quantized, latents.detach()
             )
-            reconstructed = self.reconstruction_head(self.decoder.decode_task_layer(quantized_straight_through))
+            reconstructed = self.reconstruction_head(decoded)
             loss_reconstruction = (1 - F.cosine_similarity(reconstructed, query_output, dim=-1)).mean()
             loss = self.embedding_loss_weight * loss_embedding + self.reconstruction_loss_weight * loss_reconstruction
             if text_targets is not None:

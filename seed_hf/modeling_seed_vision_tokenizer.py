@@ -157,7 +157,13 @@ class SeedCodeDecoder(nn.Module):
         self, quantized: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
     ) -> tuple[torch.Tensor, BaseModelOutput, ModelOutput]:
         """`(generation_embeds, the decoder blocks' output, the reverse Q-Former's output)`."""
-        blocks_output = self.blocks(self.decode_task_layer(quantized) + self.position_embeddings)
+        return self.forward_decoded(self.decode_task_layer(quantized), output_hidden_states, output_attentions)
+
+    def forward_decoded(
+        self, decoded: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, BaseModelOutput, ModelOutput]:
+        """`forward` from the output of `decode_task_layer`, which Stage II training also reconstructs from."""
+        blocks_output = self.blocks(decoded + self.position_embeddings)
         hidden_states = blocks_output.last_hidden_state
         reverse_queries = self.reverse_tokens.expand(hidden_states.shape[0], -1, -1)
         reverse_output = self.reverse_qformer(
