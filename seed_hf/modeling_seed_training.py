@@ -103,8 +103,6 @@ class SeedTrainingHeadMixin:
     `training_head.safetensors`, and saving a normal SEED tokenizer folder plus the head's own weights.
     """
 
-    supports_gradient_checkpointing = True
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load a SEED tokenizer folder (or a checkpoint of this head), then its `training_head.safetensors` if any."""
