@@ -100,9 +100,15 @@ def load_image(value, base_dir: str | os.PathLike | None = None):
         if value.exists() and not value.is_file():  # a folder, or a FIFO that would block the read
             raise ValueError(f"{value} is not a regular file")
     if isinstance(value, (Path, io.BytesIO)):
-        with PIL.Image.open(value) as image:
-            image.load()
-            return image
+        try:
+            with PIL.Image.open(value) as image:
+                image.load()
+                return image
+        except PIL.UnidentifiedImageError:
+            if isinstance(value, Path):
+                raise
+            # Pillow's message names the buffer's address, which differs from run to run.
+            raise PIL.UnidentifiedImageError("cannot identify image file (in-memory bytes)") from None
     if isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor)):
         return value
     raise ValueError(
@@ -721,14 +727,17 @@ def tokenize_to_disk(
     shards = source.shards(shard_size)
     hub = HfApi() if push_to_hub else None
 
-    def publish(path: Path, shard: int) -> None:
+    def upload(path: Path, path_in_repo: str) -> None:
         hub.upload_file(
             path_or_fileobj=str(path),
-            path_in_repo=parquet_shard_name(shard, len(shards)),
+            path_in_repo=path_in_repo,
             repo_id=push_to_hub,
             repo_type="dataset",
-            commit_message=f"seed-hf tokenize: shard {shard + 1} of {len(shards)}",
+            commit_message=f"seed-hf tokenize: {path_in_repo}",
         )
+
+    def publish(path: Path, shard: int) -> None:
+        upload(path, parquet_shard_name(shard, len(shards)))
 
     store = _ShardStore(output_dir.with_name(output_dir.name + ".partial"), output_format, publish if hub else None)
     run = {
@@ -795,10 +804,7 @@ def tokenize_to_disk(
             _merge(store, output_dir, overwrite, records, recorded_summary)
             if hub:
                 for name in (ERRORS_FILE, TOKENIZE_SUMMARY_FILE):
-                    hub.upload_file(
-                        path_or_fileobj=str(output_dir / name), path_in_repo=name, repo_id=push_to_hub,
-                        repo_type="dataset", commit_message=f"seed-hf tokenize: {name}",
-                    )  # fmt: skip
+                    upload(output_dir / name, name)
             shutil.rmtree(store.work_dir)
 
         _raise_on_every_process(state, finish)
