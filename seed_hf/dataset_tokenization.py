@@ -799,6 +799,7 @@ def tokenize_to_disk(
         )
 
         recorded_summary = {**asdict(summary), "input": source.description, "model": run["model"]}
+        state.wait_for_everyone()  # everyone has read the records before the main process removes them
 
         def finish() -> None:
             _merge(store, output_dir, overwrite, records, recorded_summary)

@@ -277,8 +277,7 @@ def test_two_nodes_equal_one_process(model_dir, shards, tmp_path):
         for rank in range(2)
     ]
     outputs = [node.communicate(timeout=120) for node in nodes]
-    for node, (_, stderr) in zip(nodes, outputs):
-        assert node.returncode == 0, stderr[-3000:]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(stderr[-3000:] for _, stderr in outputs)
     assert any("on 2 process(es)" in stdout for stdout, _ in outputs)
     assert parquet_rows(tmp_path / "nodes") == parquet_rows(single)
     assert errors(tmp_path / "nodes") == errors(single)
