@@ -14,12 +14,14 @@ import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from datasets import Dataset, Features, Value, load_dataset, load_from_disk
 from datasets import Image as ImageFeature
 from huggingface_hub import HfApi
 
 from seed_hf import SeedImageProcessor
 from seed_hf.cli import main
+from seed_hf.commands.tokenize import default_dtype
 from seed_hf.dataset_tokenization import ERRORS_FILE, _ShardStore, image_source, tokenize_to_disk
 from seed_hf.utils import TOKENIZE_SUMMARY_FILE
 from seed_hf.webdataset_input import expand_shard_pattern, input_source, iter_tar_samples, streaming_source
@@ -281,3 +283,35 @@ def test_two_nodes_equal_one_process(model_dir, shards, tmp_path):
     assert any("on 2 process(es)" in stdout for stdout, _ in outputs)
     assert parquet_rows(tmp_path / "nodes") == parquet_rows(single)
     assert errors(tmp_path / "nodes") == errors(single)
+
+
+def test_truncated_shard_keeps_the_rows_read_and_lists_the_rest(model_dir, shards, tmp_path):
+    data = (shards / "shards" / "00000.tar").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "0.tar").write_bytes(data[: len(data) // 2])
+    output = tmp_path / "codes"
+    summary = run_library(input_source(str(tmp_path / "cut" / "0.tar")), output, model_dir)
+    assert summary.tokenized >= 1 and summary.failed == 1
+    [error] = errors(output)
+    assert error["row_id"] == str(tmp_path / "cut" / "0.tar")
+    assert f"shard unreadable after {summary.tokenized} rows" in error["reason"]
+
+
+def test_clear_errors_for_bad_shard_inputs(model_dir, shards, tmp_path, capsys):
+    expected = {
+        str(shards / "shards" / "{00000..00009}.tar"): "7 of the 10 shards",
+        str(shards / "shards" / "{00002..00001}.tar"): "expected {FIRST..LAST}",
+        str(tmp_path / "{a.tar,b.parquet}"): "expected shard files that all end in one of",
+    }
+    for pattern, message in expected.items():
+        assert tokenize_cli(pattern, "--model", model_dir, "-o", tmp_path / "codes") == 1
+        assert message in capsys.readouterr().err, message
+    flags = ["--model", model_dir, "-o", tmp_path / "codes", "--id-column", "key"]
+    assert tokenize_cli(shards / "shards" / "00000.tar", *flags) == 1
+    assert "does not apply to tar shards" in capsys.readouterr().err
+    assert not (tmp_path / "codes").exists()
+
+
+def test_bfloat16_by_default_on_cuda_only():
+    assert default_dtype(torch.device("cuda")) == "bfloat16"
+    assert default_dtype(torch.device("cpu")) == "float32"
