@@ -200,8 +200,9 @@ class ShardFilesSource:
                 for row in self._rows(file, number):
                     read += 1
                     yield row
-        except (tarfile.TarError, EOFError, zlib.error, pa.ArrowException, OSError) as error:
-            # A truncated or corrupt file: the rows read so far are kept, the rest is listed as one failure.
+        except (tarfile.TarError, EOFError, zlib.error, pa.ArrowInvalid, FileNotFoundError) as error:
+            # A truncated, corrupt or missing file: the rows read so far are kept, the rest is listed as one failure.
+            # Other errors (a network failure...) stop the run, so that the shard is read again when it resumes.
             yield Row(url, failure=f"shard unreadable after {read} rows: {type(error).__name__}: {error}")
 
     def _rows(self, file, number: int) -> Iterator[Row]:
@@ -238,6 +239,11 @@ def shard_files_source(
     if len(kinds) != 1 or None in kinds:
         raise ValueError(f"{pattern}: expected shard files that all end in one of {', '.join(SHARD_KINDS)}")
     [kind] = kinds
+    for protocol in {url.split("://")[0] for url in urls if "://" in url}:
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as error:
+            raise ValueError(f"Cannot read {protocol}:// shards: {error}") from None
     local = [Path(url.removeprefix("file://")) for url in urls if "://" not in url or url.startswith("file://")]
     missing = [str(path) for path in local if not path.is_file()]
     if missing:

@@ -302,6 +302,7 @@ def test_clear_errors_for_bad_shard_inputs(model_dir, shards, tmp_path, capsys):
         str(shards / "shards" / "{00000..00009}.tar"): "7 of the 10 shards",
         str(shards / "shards" / "{00002..00001}.tar"): "expected {FIRST..LAST}",
         str(tmp_path / "{a.tar,b.parquet}"): "expected shard files that all end in one of",
+        "nosuchprotocol://bucket/{0..1}.tar": "Cannot read nosuchprotocol:// shards",
     }
     for pattern, message in expected.items():
         assert tokenize_cli(pattern, "--model", model_dir, "-o", tmp_path / "codes") == 1
