@@ -256,12 +256,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_nodes_equal_one_process(model_dir, shards, tmp_path):
-    """Two torchrun "nodes" (one process each, c10d rendezvous on localhost) write what one process writes."""
+def test_two_nodes_equal_one_process(model_dir, shards, tmp_path, monkeypatch):
+    """
+    Two torchrun "nodes" (one process each, c10d rendezvous on localhost) write what one process writes, resuming the
+    work of an earlier run that died after its first shard.
+    """
     pattern = str(shards / "shards" / "{00000..00002}.tar")
     arguments = [pattern, "--model", str(model_dir), "--output-format", "parquet", "--batch-size", "2"]
     single = tmp_path / "single"
     assert tokenize_cli(*arguments, "-o", single) == 0
+
+    write = _ShardStore.write
+
+    def write_then_die(store, shard, *args):
+        if shard > 0:
+            raise KeyboardInterrupt
+        write(store, shard, *args)
+
+    monkeypatch.setattr(_ShardStore, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_cli(*arguments, "-o", tmp_path / "nodes")
+    monkeypatch.undo()
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
@@ -280,7 +295,8 @@ def test_two_nodes_equal_one_process(model_dir, shards, tmp_path):
     ]
     outputs = [node.communicate(timeout=120) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(stderr[-3000:] for _, stderr in outputs)
-    assert any("on 2 process(es)" in stdout for stdout, _ in outputs)
+    [printed] = [stdout for stdout, _ in outputs if "on 2 process(es)" in stdout]
+    assert "resumed: 1 of 3 shards were done by an earlier run" in printed
     assert parquet_rows(tmp_path / "nodes") == parquet_rows(single)
     assert errors(tmp_path / "nodes") == errors(single)
 
