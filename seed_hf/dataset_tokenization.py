@@ -11,12 +11,13 @@ Tokenize whole datasets with the SEED visual tokenizer.
 """
 
 import io
+import itertools
 import json
 import os
 import shutil
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import xxhash
 from accelerate import PartialState
@@ -41,9 +43,17 @@ from datasets import (
 from datasets import Image as ImageFeature
 from datasets.fingerprint import Hasher
 from datasets.utils import tqdm
+from huggingface_hub import HfApi
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from .utils import TOKENIZE_SUMMARY_FILE, atomic_output_dir, check_output_dir, folder_lock, looks_like_local_path
+from .utils import (
+    OUTPUT_FORMATS,
+    TOKENIZE_SUMMARY_FILE,
+    atomic_output_dir,
+    check_output_dir,
+    folder_lock,
+    looks_like_local_path,
+)
 
 ROW_ID_COLUMN = "row_id"
 CODES_COLUMN = "codes"
@@ -51,7 +61,7 @@ ERRORS_FILE = "errors.jsonl"
 # Files `load_dataset` reads by extension when INPUT is a single local file.
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 # Bump when the output layout changes, so that old partial runs and cached maps are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def codes_feature(config) -> List:
@@ -76,11 +86,13 @@ def load_image(value, base_dir: str | os.PathLike | None = None):
     One image cell -> something [`SeedImageProcessor`] accepts, fully decoded so that a truncated file fails here.
 
     Args:
-        value: a PIL image; a path (`str` or `PathLike`, relative ones resolved against `base_dir`); the
-            `{"bytes", "path"}` dict of an undecoded `datasets.Image` column; or a NumPy array / torch tensor.
+        value: a PIL image; a path (`str` or `PathLike`, relative ones resolved against `base_dir`); encoded bytes;
+            the `{"bytes", "path"}` dict of an undecoded `datasets.Image` column; or a NumPy array / torch tensor.
         base_dir (`str` or `PathLike`, *optional*):
             Folder that relative paths are relative to; the current directory when `None`.
     """
+    if isinstance(value, bytes):
+        value = io.BytesIO(value)
     if isinstance(value, dict):
         if value.get("bytes") is not None:
             value = io.BytesIO(value["bytes"])
@@ -93,9 +105,15 @@ def load_image(value, base_dir: str | os.PathLike | None = None):
         if value.exists() and not value.is_file():  # a folder, or a FIFO that would block the read
             raise ValueError(f"{value} is not a regular file")
     if isinstance(value, (Path, io.BytesIO)):
-        with PIL.Image.open(value) as image:
-            image.load()
-            return image
+        try:
+            with PIL.Image.open(value) as image:
+                image.load()
+                return image
+        except PIL.UnidentifiedImageError:
+            if isinstance(value, Path):
+                raise
+            # Pillow's message names the buffer's address, which differs from run to run.
+            raise PIL.UnidentifiedImageError("cannot identify image file (in-memory bytes)") from None
     if isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor)):
         return value
     raise ValueError(
@@ -247,9 +265,30 @@ def tokenize_dataset(
 
 
 @dataclass
+class Row:
+    """
+    One input row as [`tokenize_to_disk`] reads it.
+
+    Args:
+        row_id (`str` or `int`): its stable id (a path, a sample key, a row index).
+        image: what [`load_image`] reads (a path, bytes, an undecoded `datasets.Image` cell, an array...).
+        columns (`dict`): the values carried over to the output (captions, metadata), by column name.
+        failure (`str`, *optional*): why the row cannot be read, known before any decoding; it is then never opened.
+    """
+
+    row_id: str | int
+    image: object = None
+    columns: dict = field(default_factory=dict)
+    failure: str | None = None
+
+
+@dataclass
 class ImageSource:
     """
-    What [`tokenize_to_disk`] reads: one row per image, in a fixed order.
+    What [`tokenize_to_disk`] reads when every row is known up front: one row per image, in a fixed order, cut into
+    shards of `shard_size` consecutive rows. Sources of input shards (tar, parquet, a streaming dataset: see
+    [`~webdataset_input.ShardFilesSource`]) offer the same methods: `shards`, `shard_length`, `read_shard`,
+    `features` and `identity`, plus `base_dir`.
 
     Args:
         description (`str`):
@@ -280,6 +319,25 @@ class ImageSource:
         if self.texts is not None:
             features.update(self.texts.features)
         return features
+
+    def shards(self, shard_size: int) -> list[tuple[int, int]]:
+        """The `(start, stop)` rows of each shard."""
+        num_rows = len(self.row_ids)
+        return [(start, min(start + shard_size, num_rows)) for start in range(0, num_rows, shard_size)]
+
+    def shard_length(self, shard: tuple[int, int]) -> int:
+        return shard[1] - shard[0]
+
+    def read_shard(self, shard: tuple[int, int]) -> Iterator[Row]:
+        start, stop = shard
+        texts = self.texts[start:stop] if self.texts is not None else {}
+        for offset, index in enumerate(range(start, stop)):
+            columns = {name: values[offset] for name, values in texts.items()}
+            yield Row(self.row_ids[index], self.images[index], columns, self.failures.get(index))
+
+    def identity(self) -> dict:
+        """What a partial run records of its input, so that it resumes only on the same rows."""
+        return {"input": self.description, "rows": len(self.row_ids), "row_ids": _digest_row_ids(self.row_ids)}
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -441,22 +499,6 @@ class TokenizeSummary:
     output_dir: str
 
 
-class _ImageRows(torch.utils.data.Dataset):
-    """Rows of an [`ImageSource`] prepared for the model, for a `DataLoader` that decodes ahead of the model."""
-
-    def __init__(self, source: ImageSource, image_processor):
-        self.source = source
-        self.image_processor = image_processor
-
-    def __len__(self):
-        return len(self.source.row_ids)
-
-    def __getitem__(self, index):
-        if index in self.source.failures:
-            return index, (None, self.source.failures[index])
-        return index, prepare_image(self.source.images[index], self.image_processor, self.source.base_dir)
-
-
 def _digest_row_ids(row_ids) -> str:
     digest = xxhash.xxh3_128()
     for row_id in row_ids:
@@ -474,23 +516,40 @@ def _write_atomic(path: Path, write) -> None:
 def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
+    _sync(path)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    pq.write_table(table, str(path))
+    _sync(path)
+
+
+def _sync(path: Path) -> None:
     with open(path, "rb+") as file:
         os.fsync(file.fileno())
 
 
+def parquet_shard_name(shard: int, num_shards: int) -> str:
+    """Where a parquet output keeps a shard, named as the Hub names the files of a `train` split."""
+    return f"data/train-{shard:05d}-of-{num_shards:05d}.parquet"
+
+
 class _ShardStore:
     """
-    The work folder of a run (`OUT.partial`): `run.json` (the settings, checked on resume), `shards/NNNNN.arrow`
-    (the rows of each finished shard) and `manifest/NNNNN.json` (its counts and errors; a shard is done when this
-    record exists).
+    The work folder of a run (`OUT.partial`): `run.json` (the settings, checked on resume), `shards/NNNNN.arrow` or
+    `.parquet` (the rows of each finished shard) and `manifest/NNNNN.json` (its counts and errors; a shard is done when
+    this record exists). `publish(path, shard)`, when given, is called on each shard file before its record is
+    written, so a shard whose upload failed is redone by the next run.
     """
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, output_format: str = "dataset", publish=None):
         self.work_dir = work_dir
         self.run_file = work_dir / "run.json"
+        self.suffix = ".parquet" if output_format == "parquet" else ".arrow"
+        self.publish = publish
 
     def shard_file(self, shard: int) -> Path:
-        return self.work_dir / "shards" / f"{shard:05d}.arrow"
+        return self.work_dir / "shards" / f"{shard:05d}{self.suffix}"
 
     def record_file(self, shard: int) -> Path:
         return self.work_dir / "manifest" / f"{shard:05d}.json"
@@ -527,7 +586,10 @@ class _ShardStore:
         return [self.record_file(shard).is_file() for shard in range(num_shards)]
 
     def write(self, shard: int, table: pa.Table, record: dict) -> None:
-        _write_atomic(self.shard_file(shard), lambda path: _write_arrow(path, table))
+        write_table = _write_parquet if self.suffix == ".parquet" else _write_arrow
+        _write_atomic(self.shard_file(shard), lambda path: write_table(path, table))
+        if self.publish is not None:
+            self.publish(self.shard_file(shard), shard)
         _write_atomic(self.record_file(shard), lambda path: path.write_text(json.dumps(record)))
 
     def records(self, num_shards: int) -> list[dict]:
@@ -537,31 +599,42 @@ class _ShardStore:
         return [json.loads(self.record_file(shard).read_text()) for shard in range(num_shards)]
 
 
-def _shard_table(source: ImageSource, features: Features, start: int, codes: list[np.ndarray | None]) -> pa.Table:
+def _shard_table(features: Features, row_ids: list, codes: list[np.ndarray], columns: list[dict]) -> pa.Table:
     """The rows of one shard whose image was read: row id, codes and the carried-over columns, in input order."""
-    kept = [position for position, row in enumerate(codes) if row is not None]
-    columns = {ROW_ID_COLUMN: [source.row_ids[start + position] for position in kept]}
-    num_codes = features[CODES_COLUMN].length
-    flat = np.stack([codes[position] for position in kept]).reshape(-1) if kept else np.zeros(0, np.int16)
-    columns[CODES_COLUMN] = pa.FixedSizeListArray.from_arrays(
-        pa.array(flat, type=features[CODES_COLUMN].feature.pa_type), num_codes
+    table = {ROW_ID_COLUMN: row_ids}
+    flat = np.stack(codes).reshape(-1) if codes else np.zeros(0, np.int16)
+    table[CODES_COLUMN] = pa.FixedSizeListArray.from_arrays(
+        pa.array(flat, type=features[CODES_COLUMN].feature.pa_type), features[CODES_COLUMN].length
     )
-    if source.texts is not None:
-        texts = source.texts[start : start + len(codes)]
-        columns.update({name: [values[position] for position in kept] for name, values in texts.items()})
-    return pa.Table.from_pydict(columns, schema=features.arrow_schema)
+    for name in features:
+        if name not in table:
+            table[name] = [row[name] for row in columns]
+    return pa.Table.from_pydict(table, schema=features.arrow_schema)
+
+
+def _write_outputs(staging: Path, records: list[dict], summary: dict) -> None:
+    with open(staging / ERRORS_FILE, "w") as errors:
+        for record in records:
+            errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
+    (staging / TOKENIZE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 
 
 def _merge(store: _ShardStore, output_dir: Path, overwrite: bool, records: list[dict], summary: dict) -> None:
-    """Concatenate the shards in order into `output_dir` (`save_to_disk` layout), with the errors and summary files."""
-    merged = concatenate_datasets([Dataset.from_file(str(store.shard_file(shard))) for shard in range(len(records))])
+    """
+    Put the shards in order into `output_dir` with the errors and summary files: merged into one dataset
+    (`save_to_disk` layout), or, for parquet shards, linked as `data/train-NNNNN-of-NNNNN.parquet` (no copy).
+    """
     # An earlier output being overwritten is replaced only once the new one is complete.
     with atomic_output_dir(output_dir, overwrite) as staging:
-        merged.save_to_disk(str(staging))
-        with open(staging / ERRORS_FILE, "w") as errors:
-            for record in records:
-                errors.writelines(json.dumps(error) + "\n" for error in record["errors"])
-        (staging / TOKENIZE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        if store.suffix == ".parquet":
+            for shard in range(len(records)):
+                target = staging / parquet_shard_name(shard, len(records))
+                target.parent.mkdir(exist_ok=True)
+                os.link(store.shard_file(shard), target)  # the work folder keeps its copy until the swap is done
+        else:
+            shards = [Dataset.from_file(str(store.shard_file(shard))) for shard in range(len(records))]
+            concatenate_datasets(shards).save_to_disk(str(staging))
+        _write_outputs(staging, records, summary)
 
 
 def _raise_on_every_process(state: PartialState, check) -> None:
@@ -600,22 +673,25 @@ def tokenize_to_disk(
     overwrite: bool = False,
     state: PartialState | None = None,
     progress: bool = True,
+    output_format: str = "dataset",
+    push_to_hub: str | None = None,
 ) -> TokenizeSummary:
     r"""
     Tokenize every image of `source` into a dataset at `output_dir`; data-parallel and resumable.
 
-    Rows are cut into shards of `shard_size` consecutive rows. Shards not done yet are dealt round-robin to the
-    processes of `state` (each process runs this function with its own model, as under `accelerate launch` or
-    `torchrun`). Every shard is written to `OUT.partial` under a temporary name, renamed, then recorded in the
-    manifest; a new run with the same settings skips recorded shards. When all are done, the main process merges them
-    in order into `output_dir` with `save_to_disk`, adds `errors.jsonl` (row id and reason for each unreadable image)
-    and `tokenize_summary.json`, and removes `OUT.partial`. Codes do not depend on the number of processes: each shard
-    is cut into the same batches whoever runs it. The main process holds a lock on `OUT.partial` for the whole run, so
-    a second run on the same output raises `BlockingIOError` at once.
+    The input is cut into shards: shards of `shard_size` consecutive rows for an [`ImageSource`], the input's own
+    shards (tar or parquet files, the shards of a streaming dataset) otherwise. Shards not done yet are dealt
+    round-robin to the processes of `state` (each process runs this function with its own model, as under
+    `accelerate launch` or `torchrun`, on one node or many). Every shard is written to `OUT.partial` under a temporary
+    name, renamed, then recorded in the manifest; a new run with the same settings skips recorded shards. When all are
+    done, the main process puts them in order into `output_dir`, adds `errors.jsonl` (row id and reason for each
+    unreadable image) and `tokenize_summary.json`, and removes `OUT.partial`. Codes do not depend on the number of
+    processes or workers: each shard is cut into the same batches whoever runs it. The main process holds a lock on
+    `OUT.partial` for the whole run, so a second run on the same output raises `BlockingIOError` at once.
 
     Args:
-        source ([`ImageSource`]):
-            The rows, e.g. from [`image_source`].
+        source ([`ImageSource`] or [`~webdataset_input.ShardFilesSource`] or [`~webdataset_input.StreamingSource`]):
+            The rows, e.g. from [`image_source`] or [`~webdataset_input.input_source`].
         output_dir (`str` or `PathLike`):
             The dataset to write; must not exist unless `overwrite`.
         model ([`SeedVisionTokenizer`]):
@@ -625,9 +701,10 @@ def tokenize_to_disk(
         batch_size (`int`, *optional*, defaults to 8):
             Images per `model.encode` call.
         shard_size (`int`, *optional*, defaults to 1024):
-            Rows per shard: the unit of work, of resumption and of distribution.
+            Rows per shard of an [`ImageSource`]: the unit of work, of resumption and of distribution.
         num_workers (`int`, *optional*, defaults to 0):
-            `DataLoader` processes that decode and preprocess images ahead of the model (worth it on GPUs).
+            `DataLoader` processes that read, decode and preprocess images ahead of the model, each taking whole
+            shards in turn (worth it on GPUs). On CUDA, batches go through pinned memory and `non_blocking` copies.
         overwrite (`bool`, *optional*, defaults to `False`):
             Replace an existing output (only a folder seed_hf wrote: see [`~utils.check_output_dir`]) and discard any
             partial run.
@@ -636,22 +713,45 @@ def tokenize_to_disk(
         progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar (images/s) on the main process, unless `datasets.disable_progress_bars()` or
             `HF_HUB_DISABLE_PROGRESS_BARS` turned progress bars off.
+        output_format (`str`, *optional*, defaults to `"dataset"`):
+            `"dataset"`: one dataset written with `save_to_disk` (read it with `load_from_disk`), for small sets;
+            `"parquet"`: one `data/train-NNNNN-of-NNNNN.parquet` file per shard (read it with `load_dataset(OUT)`).
+        push_to_hub (`str`, *optional*):
+            A Hub dataset repository that receives each parquet shard as soon as it is written, then the errors and
+            summary files; needs `output_format="parquet"`.
 
     Returns:
         [`TokenizeSummary`]; the same on every process.
     """
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    if push_to_hub and output_format != "parquet":
+        raise ValueError("push_to_hub uploads parquet shards: use output_format='parquet' (--output-format parquet)")
     state = state or distributed_state()
     output_dir = Path(output_dir)
-    store = _ShardStore(output_dir.with_name(output_dir.name + ".partial"))
-    num_rows = len(source.row_ids)
-    bounds = [(start, min(start + shard_size, num_rows)) for start in range(0, num_rows, shard_size)]
+    shards = source.shards(shard_size)
+    hub = HfApi() if push_to_hub else None
+
+    def upload(path: Path, path_in_repo: str) -> None:
+        hub.upload_file(
+            path_or_fileobj=str(path),
+            path_in_repo=path_in_repo,
+            repo_id=push_to_hub,
+            repo_type="dataset",
+            commit_message=f"seed-hf tokenize: {path_in_repo}",
+        )
+
+    def publish(path: Path, shard: int) -> None:
+        upload(path, parquet_shard_name(shard, len(shards)))
+
+    store = _ShardStore(output_dir.with_name(output_dir.name + ".partial"), output_format, publish if hub else None)
     run = {
         "format": FORMAT_VERSION,
-        "input": source.description,
-        "rows": num_rows,
-        "row_ids": _digest_row_ids(source.row_ids),
+        **source.identity(),
+        "shards": len(shards),
         "shard_size": shard_size,
         "batch_size": batch_size,
+        "output_format": output_format,
         "model": model_fingerprint(model),
         "image_processor": image_processor.to_json_string(),
     }
@@ -672,78 +772,141 @@ def tokenize_to_disk(
             else:
                 store.check_resumable(run)
             store.start(run)
+            if hub:
+                hub.create_repo(push_to_hub, repo_type="dataset", exist_ok=True)
 
         # 1. The main process checks the output, takes the run's lock and clears or prepares the work folder.
         _raise_on_every_process(state, prepare)
         # 2. Everyone lists the pending shards before anyone writes one, then tokenizes its round-robin share.
-        pending = [shard for shard, done in enumerate(store.done(len(bounds))) if not done]
+        pending = [shard for shard, done in enumerate(store.done(len(shards))) if not done]
         state.wait_for_everyone()
         started = time.perf_counter()
-        mine = {shard: bounds[shard] for shard in pending[state.process_index :: state.num_processes]}
+        mine = {shard: shards[shard] for shard in pending[state.process_index :: state.num_processes]}
+        lengths = [source.shard_length(spec) for spec in mine.values()]
         # datasets' tqdm honours `datasets.disable_progress_bars()`; huggingface_hub's switch is honoured as well.
         with tqdm(
-            total=sum(stop - start for start, stop in mine.values()),
+            total=None if None in lengths else sum(lengths),
             unit="img",
             desc="tokenizing" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
             disable=not (progress and state.is_main_process) or are_progress_bars_disabled(),
         ) as bar:
             _tokenize_shards(source, store, mine, model, image_processor, batch_size, num_workers, bar)
-        # 3. Once every shard is written, the main process merges them in order.
+        # 3. Once every shard is written, the main process puts them in order into the output.
         state.wait_for_everyone()
-        records = store.records(len(bounds))
+        records = store.records(len(shards))
         totals = {key: sum(record[key] for record in records) for key in ("read", "tokenized", "failed")}
-        new_rows = sum(bounds[shard][1] - bounds[shard][0] for shard in pending)
         summary = TokenizeSummary(
             **totals,
-            shards=len(bounds),
-            shards_resumed=len(bounds) - len(pending),
-            images_per_second=new_rows / (time.perf_counter() - started),
+            shards=len(shards),
+            shards_resumed=len(shards) - len(pending),
+            images_per_second=sum(records[shard]["read"] for shard in pending) / (time.perf_counter() - started),
             output_dir=str(output_dir),
         )
 
         recorded_summary = {**asdict(summary), "input": source.description, "model": run["model"]}
+        state.wait_for_everyone()  # everyone has read the records before the main process removes them
 
         def finish() -> None:
             _merge(store, output_dir, overwrite, records, recorded_summary)
+            if hub:
+                for name in (ERRORS_FILE, TOKENIZE_SUMMARY_FILE):
+                    upload(output_dir / name, name)
             shutil.rmtree(store.work_dir)
 
         _raise_on_every_process(state, finish)
     return summary
 
 
-def _tokenize_shards(source, store, bounds, model, image_processor, batch_size, num_workers, bar) -> None:
-    """Tokenize the shards of `bounds` (shard -> (start, stop) rows), writing each once its last batch is encoded."""
-    batches = [
-        (shard, list(range(first, min(first + batch_size, stop))))
-        for shard, (start, stop) in bounds.items()
-        for first in range(start, stop, batch_size)
-    ]
+class _PreparedBatches(torch.utils.data.IterableDataset):
+    """
+    The rows of some shards, read, decoded, preprocessed and batched, for a `DataLoader` whose workers do this ahead of
+    the model. Each worker takes whole shards in turn and cuts each into batches of `batch_size` rows, the last one
+    shorter, then ends the shard with an empty batch marked `last`; the same batches whoever reads the shard.
+    """
+
+    def __init__(self, source, shards: dict, image_processor, batch_size: int):
+        self.source = source
+        self.shards = list(shards.items())
+        self.image_processor = image_processor
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = torch.utils.data.get_worker_info()
+        shards = self.shards[worker.id :: worker.num_workers] if worker is not None else self.shards
+        for shard, spec in shards:
+            rows = self.source.read_shard(spec)
+            while batch := list(itertools.islice(rows, self.batch_size)):
+                yield self._prepare(shard, batch)
+            yield {"shard": shard, "last": True}
+
+    def _prepare(self, shard: int, rows: list[Row]) -> dict:
+        prepared = [
+            (None, row.failure)
+            if row.failure is not None
+            else prepare_image(row.image, self.image_processor, self.source.base_dir)
+            for row in rows
+        ]
+        readable = [pixel_values for pixel_values, _ in prepared if pixel_values is not None]
+        return {
+            "shard": shard,
+            "last": False,
+            "row_ids": [row.row_id for row in rows],
+            "columns": [row.columns for row in rows],
+            "failures": [reason for _, reason in prepared],
+            "pixel_values": torch.stack(readable) if readable else None,
+        }
+
+
+def _encode_batches(loader, model) -> Iterator[tuple[dict, np.ndarray | None]]:
+    """
+    `(batch, codes)` for each batch of `loader`. A batch goes to the device with a `non_blocking` copy, and its codes
+    are read back only once the next batch has been handed to the model, so that a GPU never waits for the host.
+    """
+    in_flight = None
+    for batch in loader:
+        pixel_values = batch.get("pixel_values")
+        codes = model.encode(pixel_values.to(model.device, non_blocking=True)) if pixel_values is not None else None
+        if in_flight is not None:
+            yield in_flight[0], None if in_flight[1] is None else in_flight[1].cpu().numpy()
+        in_flight = batch, codes
+    if in_flight is not None:
+        yield in_flight[0], None if in_flight[1] is None else in_flight[1].cpu().numpy()
+
+
+def _tokenize_shards(source, store, shards, model, image_processor, batch_size, num_workers, bar) -> None:
+    """Tokenize `shards` (shard -> what `source.read_shard` reads), writing each once its last batch is encoded."""
     loader = torch.utils.data.DataLoader(
-        _ImageRows(source, image_processor),
-        batch_sampler=[rows for _, rows in batches],
+        _PreparedBatches(source, shards, image_processor, batch_size),
+        batch_size=None,
         num_workers=num_workers,
-        collate_fn=list,
+        pin_memory=model.device.type == "cuda",
     )
     features = source.features(model.config)
     dtype = features[CODES_COLUMN].feature.dtype
-    codes, errors, failed = [], [], 0
-    for (shard, _), batch in zip(batches, loader):
-        codes += encode_prepared(model, [item for _, item in batch], dtype)
-        for index, (_, reason) in batch:
-            if reason is not None:
-                errors.append({ROW_ID_COLUMN: source.row_ids[index], "reason": reason})
-                failed += 1
-        bar.update(len(batch))
-        bar.set_postfix(failed=failed)
-        start, stop = bounds[shard]
-        if start + len(codes) == stop:
+    open_shards, failed = {}, 0  # with workers, several shards are in progress at once
+    for batch, codes in _encode_batches(loader, model):
+        shard = open_shards.setdefault(batch["shard"], {"row_ids": [], "codes": [], "columns": [], "errors": []})
+        if batch["last"]:
+            del open_shards[batch["shard"]]
             record = {
-                "shard": shard,
-                "rows": [start, stop],
-                "read": stop - start,
-                "tokenized": stop - start - len(errors),
-                "failed": len(errors),
-                "errors": errors,
+                "shard": batch["shard"],
+                "read": len(shard["row_ids"]) + len(shard["errors"]),
+                "tokenized": len(shard["row_ids"]),
+                "failed": len(shard["errors"]),
+                "errors": shard["errors"],
             }
-            store.write(shard, _shard_table(source, features, start, codes), record)
-            codes, errors = [], []
+            store.write(
+                batch["shard"], _shard_table(features, shard["row_ids"], shard["codes"], shard["columns"]), record
+            )
+            continue
+        readable = iter([] if codes is None else codes.astype(dtype))
+        for row_id, columns, reason in zip(batch["row_ids"], batch["columns"], batch["failures"]):
+            if reason is not None:
+                shard["errors"].append({ROW_ID_COLUMN: row_id, "reason": reason})
+                failed += 1
+            else:
+                shard["row_ids"].append(row_id)
+                shard["codes"].append(next(readable))
+                shard["columns"].append(columns)
+        bar.update(len(batch["row_ids"]))
+        bar.set_postfix(failed=failed)

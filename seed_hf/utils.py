@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
 # Written by `seed-hf tokenize` into its output, beside the dataset.
 TOKENIZE_SUMMARY_FILE = "tokenize_summary.json"
+# `seed-hf tokenize --output-format`: one dataset merged with `save_to_disk`, or the shards kept as parquet files.
+OUTPUT_FORMATS = ("dataset", "parquet")
 # What names the folders seed_hf writes (see `is_seed_hf_output`). Literals, not imports: this module is copied
 # beside the SEED-OPT tokenizer's code into saved folders, which should not need more of seed_hf.
 SEED_MODEL_TYPES = ("seed_vision_tokenizer", "seed_opt")
@@ -274,6 +276,7 @@ def check_pretrained_source(
 
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "TOKENIZE_SUMMARY_FILE",
     "atomic_output_dir",
     "bundled_model_card",
