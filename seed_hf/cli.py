@@ -5,7 +5,7 @@ import importlib
 import sys
 
 # Each name is a module of seed_hf.commands defining `register(subparsers)`; imported only when the CLI starts.
-COMMANDS = ["convert", "reconstruct", "tokenize", "info", "finetune"]
+COMMANDS = ["convert", "reconstruct", "tokenize", "info", "finetune", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
