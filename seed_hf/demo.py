@@ -47,16 +47,16 @@ IMAGE_HEIGHT = 320
 CODES_CSS = """
 .seed-codes { display: grid; grid-template-columns: repeat(8, minmax(0, 1fr)); gap: 4px; }
 .seed-code { border-radius: 6px; padding: 4px 2px; text-align: center; color: #fff; font-family: monospace; }
-.seed-code .position { display: block; font-size: 0.7em; }
-.seed-code { text-shadow: 0 0 2px #000; }
-.seed-code .code { display: block; font-size: 1.15em; font-weight: bold; }
+.seed-codes .seed-code span { display: block; color: #fff; }
+.seed-codes .seed-code .position { font-size: 0.7em; }
+.seed-codes .seed-code .code { font-size: 1.15em; font-weight: bold; }
 .seed-code.filled { background: #9ca3af !important; opacity: 0.55; border: 1px dashed #374151; }
 """
 
 
 def code_colour(code: int) -> str:
     """A CSS colour for `code`: hues a golden angle apart, so neighbouring codes look different."""
-    return f"hsl({code * 137.508 % 360:.0f}, 65%, 40%)"
+    return f"hsl({code * 137.508 % 360:.0f}, 60%, 36%)"
 
 
 def codes_html(codes: list[int], num_kept: int | None = None) -> str:
@@ -387,7 +387,14 @@ def build_demo(
                         elem_id="edited-codes",
                     )
                     with gr.Row():
-                        num_kept = gr.Slider(1, demo.num_codes, value=demo.num_codes, step=1, label="Keep the first k")
+                        num_kept = gr.Slider(
+                            1,
+                            demo.num_codes,
+                            value=demo.num_codes,
+                            step=1,
+                            label="Keep the first k",
+                            elem_id="num-kept",
+                        )
                         fill_code = gr.Number(value=0, precision=0, minimum=0, label="Fill code")
                     redraw_button = gr.Button("Redraw", variant="primary", elem_id="redraw")
                 redrawn = gr.Image(
@@ -400,7 +407,11 @@ def build_demo(
                 with gr.Row():
                     with gr.Column():
                         caption_image = gr.Image(
-                            type="pil", label="Image", elem_id="caption-image", height=IMAGE_HEIGHT
+                            type="pil",
+                            label="Image",
+                            sources=["upload", "clipboard"],
+                            elem_id="caption-image",
+                            height=IMAGE_HEIGHT,
                         )
                         gr.Examples([[str(path)] for path in examples], inputs=[caption_image], label="Examples")
                         question = gr.Textbox(label="Question (empty: a caption)", elem_id="question")
@@ -419,16 +430,31 @@ def build_demo(
                 text_codes_grid = gr.HTML(css_template=CODES_CSS, elem_id="text-codes")
                 text_codes_json = gr.Code(language="json", lines=1, label="Codes (JSON)", buttons=["copy"])
 
-        # Every model call waits its turn in one queue.
+        # Every model call waits its turn in one queue. Progress (and an error) shows on the picture being drawn
+        # only, so a failed call never covers the inputs, such as the codes being edited.
         queued = dict(concurrency_id="models", concurrency_limit=1)
         tokenize_button.click(
-            tokenize, [image], [codes_state, codes_grid, codes_json, edited_codes], **queued
+            tokenize,
+            [image],
+            [codes_state, codes_grid, codes_json, edited_codes],
+            show_progress_on=[reconstruction],
+            **queued,
         ).success(reconstruct, [codes_state, *settings], [reconstruction], **queued)
-        redraw_button.click(redraw, [edited_codes, num_kept, fill_code, *settings], [edited_grid, redrawn], **queued)
+        redraw_button.click(
+            redraw,
+            [edited_codes, num_kept, fill_code, *settings],
+            [edited_grid, redrawn],
+            show_progress_on=[redrawn],
+            **queued,
+        )
         if demo.seed_opt is not None:
             caption_button.click(caption, [caption_image, question, max_new_tokens], [answer], **queued)
             draw_button.click(
-                codes_from_text, [prompt], [text_codes_state, text_codes_grid, text_codes_json], **queued
+                codes_from_text,
+                [prompt],
+                [text_codes_state, text_codes_grid, text_codes_json],
+                show_progress_on=[drawn],
+                **queued,
             ).success(reconstruct, [text_codes_state, *settings], [drawn], **queued)
     return page.queue(default_concurrency_limit=1)
 

@@ -145,7 +145,9 @@ def test_caption_and_answer_are_seed_opts(seed_demo):
 
 
 def test_codes_from_text_are_generate_images(seed_demo):
-    expected = seed_demo.seed_opt.generate_images(**seed_demo.processor.tokenizer(["a red circle"], return_tensors="pt"))
+    expected = seed_demo.seed_opt.generate_images(
+        **seed_demo.processor.tokenizer(["a red circle"], return_tensors="pt")
+    )
     assert seed_demo.codes_from_text(" a red circle ") == expected[0].tolist()
     with pytest.raises(ValueError, match="Write a prompt first"):
         seed_demo.codes_from_text("  ")
@@ -163,9 +165,7 @@ def test_without_seed_opt_caption_and_text_need_it(seed_demo):
 def test_seed_opt_of_another_codebook_is_refused(seed_demo, tmp_path):
     other = tiny_processor(make_seed_opt_tokenizer(tmp_path, num_image_tokens=32))
     with pytest.raises(ValueError, match="writes 32 image codes but the SEED tokenizer's codebook has 64"):
-        SeedDemo(
-            seed_demo.tokenizer, seed_demo.image_processor, seed_demo.decode_pipeline, seed_demo.seed_opt, other
-        )
+        SeedDemo(seed_demo.tokenizer, seed_demo.image_processor, seed_demo.decode_pipeline, seed_demo.seed_opt, other)
 
 
 def test_example_images_are_drawn_once(tmp_path):
@@ -365,6 +365,14 @@ def test_browser_edit_a_code_and_redraw(tab, seed_demo, screenshots, tmp_path):
     tab.locator(f'#edited-grid .seed-code[data-position="0"][data-code="{edited[0]}"]').wait_for()
     assert shown_codes(tab, "#edited-grid") == edited
     assert shown_image_size(tab, "#redrawn") == (64, 64)
+
+    # Keep the first 4 codes: the other 28 show as filled in with the fill code.
+    tab.locator("#num-kept input[type=number]").fill("4")
+    tab.locator("#num-kept input[type=number]").press("Enter")
+    tab.locator("#redraw").click()
+    tab.locator("#edited-grid .seed-code.filled").nth(27).wait_for()
+    assert shown_codes(tab, "#edited-grid") == edited[:4] + [0] * 28
+    assert tab.locator("#edited-grid .seed-code.filled").count() == 28
     save_screenshot(tab, screenshots, "edit-codes")
 
 
