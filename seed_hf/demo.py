@@ -181,6 +181,25 @@ class SeedDemo:
         pixel_values = self.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values
         return self.tokenizer.encode(pixel_values.to(self.tokenizer.device, self.tokenizer.dtype))[0].tolist()
 
+    def image_notes(self, image: PIL.Image.Image) -> list[str]:
+        """
+        What to know about how `image` is tokenized, for the page's warnings: the image processor resizes every image
+        to the tokenizer's square input, so a smaller image is enlarged (blurred) and an elongated one squashed.
+        """
+        size = self.image_processor.size
+        notes = []
+        if image.width < size.width or image.height < size.height:
+            notes.append(
+                f"The image is {image.width}x{image.height}, smaller than the tokenizer's {size.width}x{size.height} "
+                "input: it is enlarged, so the codes describe a blurred picture"
+            )
+        if max(image.width / image.height, image.height / image.width) > 2:
+            notes.append(
+                f"The image is {image.width}x{image.height}: it is squashed into a square for the tokenizer, so "
+                "the codes describe a distorted picture"
+            )
+        return notes
+
     def parse_codes(self, text: str) -> list[int]:
         """
         Codes from `text`: a JSON list or numbers separated by spaces or commas, exactly `num_codes` of them, each in
@@ -314,6 +333,8 @@ def build_demo(
     @shown_in_page
     def tokenize(image):
         codes = demo.tokenize(image)
+        for note in demo.image_notes(image):
+            gr.Warning(note)
         return codes, codes_html(codes), json.dumps(codes), json.dumps(codes)
 
     # A `gr.Progress()` default is how Gradio's handlers ask for a progress bar.

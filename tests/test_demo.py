@@ -75,6 +75,17 @@ def test_tokenize_gives_the_tokenizers_codes(seed_demo):
         seed_demo.tokenize(None)
 
 
+def test_image_notes_warn_of_enlarged_or_squashed_images(seed_demo):
+    assert seed_demo.image_notes(picture(size=(28, 28))) == []
+    assert seed_demo.image_notes(picture(size=(20, 30))) == [
+        "The image is 20x30, smaller than the tokenizer's 28x28 input: it is enlarged, so the codes describe a "
+        "blurred picture"
+    ]
+    (note,) = seed_demo.image_notes(picture(size=(100, 40)))
+    assert note.startswith("The image is 100x40: it is squashed into a square")
+    assert len(seed_demo.image_notes(picture(size=(10, 30)))) == 2
+
+
 def test_draw_is_the_decode_pipeline_with_progress(seed_demo):
     codes = seed_demo.tokenize(picture())
     steps_seen = []
@@ -376,9 +387,14 @@ def test_browser_edit_a_code_and_redraw(tab, seed_demo, screenshots, tmp_path):
     save_screenshot(tab, screenshots, "edit-codes")
 
 
-def test_browser_bad_input_shows_an_error(tab, screenshots):
+def test_browser_bad_input_shows_an_error(tab, screenshots, tmp_path):
     tab.locator("#tokenize").click()
     tab.get_by_text("Upload an image (or pick an example) first").wait_for()
+    # A usable but small image: a warning, and the codes all the same.
+    upload(tab, "#input-image", picture(size=(20, 20)), tmp_path)
+    tab.locator("#tokenize").click()
+    tab.get_by_text("The image is 20x20, smaller than the tokenizer's 28x28 input").wait_for()
+    assert len(shown_codes(tab, "#codes")) == 32
 
     open_tab(tab, "Edit codes")
     tab.locator("#edited-codes textarea").fill("1 2 3")
