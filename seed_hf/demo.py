@@ -78,6 +78,18 @@ def codes_html(codes: list[int], num_kept: int | None = None) -> str:
     return f'<div class="seed-codes" aria-label="{html.escape(caption)}">{"".join(cells)}</div>'
 
 
+def whole_number(value: int | float | None, name: str, minimum: int, maximum: int | None = None) -> int:
+    """
+    `value`, a number from the page (a float, or None when a box was emptied), as an int in `[minimum, maximum]`;
+    otherwise a ValueError naming `name`.
+    """
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if not whole or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"{name} must be a whole number {bounds}, got {value}")
+    return int(value)
+
+
 def example_images(folder: str | Path) -> list[Path]:
     """
     Draw a few simple example pictures (shapes on plain backgrounds, 256x256) into `folder`, once, and return their
@@ -139,7 +151,12 @@ class SeedDemo:
         self.decode_pipeline = decode_pipeline
         self.seed_opt = seed_opt
         self.processor = processor
-        self._pipelines = {DEFAULT_SCHEDULER: decode_pipeline}
+        # Pipelines by scheduler name, sharing the models; the loaded one serves its own scheduler's name.
+        self._pipelines = {
+            name: decode_pipeline
+            for name, scheduler_class in SCHEDULERS.items()
+            if type(decode_pipeline.scheduler) is scheduler_class
+        }
 
     @classmethod
     def from_pretrained(
@@ -222,10 +239,8 @@ class SeedDemo:
         Keep the first `num_kept` codes, the causal prefix, and set the others to `fill_code`: the decoder always
         reads all `num_codes`, so the dropped positions need some code.
         """
-        if not 1 <= num_kept <= self.num_codes:
-            raise ValueError(f"The number of codes kept must be in [1, {self.num_codes}], got {num_kept}")
-        if not 0 <= fill_code < self.codebook_size:
-            raise ValueError(f"The fill code must be in [0, {self.codebook_size}), got {fill_code}")
+        num_kept = whole_number(num_kept, "The number of codes kept", 1, self.num_codes)
+        fill_code = whole_number(fill_code, "The fill code", 0, self.codebook_size - 1)
         return codes[:num_kept] + [fill_code] * (self.num_codes - num_kept)
 
     def pipeline_for(self, scheduler: str) -> SeedDecodePipeline:
@@ -253,9 +268,8 @@ class SeedDemo:
         Draw a picture from `codes` with `steps` denoising steps of `scheduler` at guidance `guidance`, from the noise
         of `seed`; `on_step(done, total)` is called after each model call (the page's progress bar).
         """
-        steps, seed = int(steps), int(seed)
-        if steps < 1:
-            raise ValueError(f"The number of steps must be at least 1, got {steps}")
+        steps = whole_number(steps, "The number of steps", 1)
+        seed = whole_number(seed, "The seed", 0)
 
         def report_step(pipe, step, timestep, tensors):
             # Some schedulers take more model calls than steps (PNDM repeats its first), so count the pipeline's own.
@@ -286,7 +300,9 @@ class SeedDemo:
         inputs = self.processor(images=[image.convert("RGB")], text=[prompt], return_tensors="pt")
         inputs = inputs.to(self.seed_opt.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.seed_opt.dtype)
-        generated = self.seed_opt.generate(**inputs, max_new_tokens=int(max_new_tokens))
+        generated = self.seed_opt.generate(
+            **inputs, max_new_tokens=whole_number(max_new_tokens, "The number of new tokens", 1)
+        )
         new_tokens = generated[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
 
@@ -344,7 +360,7 @@ def build_demo(
 
     @shown_in_page
     def redraw(text, num_kept, fill_code, steps, guidance, seed, scheduler, progress=gr.Progress()):  # noqa: B008
-        codes = demo.truncate(demo.parse_codes(text), int(num_kept), int(fill_code))
+        codes = demo.truncate(demo.parse_codes(text), num_kept, fill_code)
         picture = demo.draw(codes, steps, guidance, seed, scheduler, on_step=progress_reporter(progress))
         return codes_html(codes, int(num_kept)), picture
 
@@ -357,9 +373,9 @@ def build_demo(
         codes = demo.codes_from_text(prompt)
         return codes, codes_html(codes), json.dumps(codes)
 
-    with gr.Blocks(title="SEED: images as 32 codes") as page:
+    with gr.Blocks(title=f"SEED: images as {demo.num_codes} codes") as page:
         gr.Markdown(
-            "# SEED: an image as 32 codes\n"
+            f"# SEED: an image as {demo.num_codes} codes\n"
             f"SEED turns an image into {demo.num_codes} discrete codes (from a codebook of {demo.codebook_size}) in a "
             "causal order, and draws a picture back from the codes with Stable Diffusion."
             + ("" if demo.seed_opt is not None else " Start with `--seed-opt DIR` for captions and drawing from text.")

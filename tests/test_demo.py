@@ -97,8 +97,11 @@ def test_draw_is_the_decode_pipeline_with_progress(seed_demo):
     assert np.array_equal(np.asarray(drawn), np.asarray(expected))
     # PNDM calls the UNet once more than the steps asked for.
     assert steps_seen == [(1, STEPS + 1), (2, STEPS + 1), (3, STEPS + 1)]
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="number of steps must be a whole number at least 1, got 0"):
         seed_demo.draw(codes, 0, 7.5, 0)
+    for seed in (None, -1, 1.5):  # an emptied box, a negative or fractional number
+        with pytest.raises(ValueError, match=f"seed must be a whole number at least 0, got {seed}"):
+            seed_demo.draw(codes, STEPS, 7.5, seed)
 
 
 def test_every_scheduler_draws_and_shares_the_models(seed_demo):
@@ -131,10 +134,13 @@ def test_truncate_keeps_the_causal_prefix(seed_demo):
     codes = list(range(32))
     assert seed_demo.truncate(codes, 4, 9) == [0, 1, 2, 3] + [9] * 28
     assert seed_demo.truncate(codes, 32, 9) == codes
-    with pytest.raises(ValueError, match=r"kept must be in \[1, 32\], got 0"):
+    assert seed_demo.truncate(codes, 4.0, 9.0) == seed_demo.truncate(codes, 4, 9)  # as sliders send them
+    with pytest.raises(ValueError, match=r"codes kept must be a whole number in \[1, 32\], got 0"):
         seed_demo.truncate(codes, 0, 9)
-    with pytest.raises(ValueError, match=r"fill code must be in \[0, 64\), got 64"):
+    with pytest.raises(ValueError, match=r"fill code must be a whole number in \[0, 63\], got 64"):
         seed_demo.truncate(codes, 4, 64)
+    with pytest.raises(ValueError, match="fill code must be a whole number in .*, got None"):
+        seed_demo.truncate(codes, 4, None)
 
 
 def test_codes_html_labels_every_code():
