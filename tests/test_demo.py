@@ -8,6 +8,7 @@ import ast
 import json
 import runpy
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from seed_hf import SeedImageProcessor
 from seed_hf.commands import demo as demo_command
-from seed_hf.demo import SCHEDULERS, SeedDemo, build_demo, codes_html, example_images
+from seed_hf.demo import SCHEDULERS, SeedDemo, build_demo, code_colour, codes_html, example_images
 
 from conftest import REPO_ROOT, tiny_tokenizer
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
@@ -149,7 +150,7 @@ def test_codes_html_labels_every_code():
     assert grid.count('class="seed-code"') == 3 and grid.count('class="seed-code filled"') == 29
     assert 'data-position="2" data-code="17"' in grid and "first 3 of 32 codes kept" in grid
     # Equal codes, equal colours.
-    assert grid.count("hsl(" + codes_html([5])[codes_html([5]).index("hsl(") + 4 :].split(")")[0] + ")") == 2
+    assert grid.count(f"background: {code_colour(5)}") == 2 and code_colour(5) != code_colour(6)
 
 
 def test_caption_and_answer_are_seed_opts(seed_demo):
@@ -192,17 +193,27 @@ def test_example_images_are_drawn_once(tmp_path):
     assert example_images(tmp_path) == paths and paths[0].read_bytes() == b"kept"
 
 
-def test_page_has_the_seed_opt_tabs_only_with_seed_opt(seed_demo, tmp_path):
+def test_page_has_the_seed_opt_tabs_only_with_seed_opt_and_queues_every_model_call(seed_demo, tmp_path):
     gr = pytest.importorskip("gradio")
     examples = example_images(tmp_path)
     without = SeedDemo(seed_demo.tokenizer, seed_demo.image_processor, seed_demo.decode_pipeline)
-    for demo, expected in (
-        (seed_demo, ["Tokenize & reconstruct", "Edit codes", "Caption / ask", "Draw from text"]),
-        (without, ["Tokenize & reconstruct", "Edit codes"]),
+    # Tabs, and the model calls of their buttons in order ("reconstruct" draws the codes the previous call gave).
+    for demo, expected_tabs, expected_calls in (
+        (
+            seed_demo,
+            ["Tokenize & reconstruct", "Edit codes", "Caption / ask", "Draw from text"],
+            ["tokenize", "reconstruct", "redraw", "caption", "codes_from_text", "reconstruct"],
+        ),
+        (without, ["Tokenize & reconstruct", "Edit codes"], ["tokenize", "reconstruct", "redraw"]),
     ):
         page = build_demo(demo, default_steps=STEPS, examples=examples)
-        tabs = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
-        assert tabs == expected
+        assert [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)] == expected_tabs
+        # One queue for every model call, one call at a time: the models are shared.
+        calls = [event for event in page.fns.values() if event.name in expected_calls]
+        assert [event.name for event in calls] == expected_calls
+        assert all(
+            event.queue and event.concurrency_id == "models" and event.concurrency_limit == 1 for event in calls
+        )
 
 
 # `seed-hf demo`
@@ -232,6 +243,13 @@ def test_demo_command_checks_its_folders(model_folders, tmp_path):
         args.run(args)
     args = demo_args(*folders, "--steps", "0")
     with pytest.raises(ValueError, match=r"--steps must be in \[1, 100\], got 0"):
+        args.run(args)
+
+
+def test_demo_command_without_gradio_says_how_to_install_it(model_folders, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    args = demo_args("--tokenizer", str(model_folders["tokenizer"]), "--decode", str(model_folders["decode"]))
+    with pytest.raises(ImportError, match=r"seed-hf demo needs gradio: pip install 'seed_hf\[demo\]'"):
         args.run(args)
 
 
