@@ -385,6 +385,14 @@ def test_browser_tokenize_and_reconstruct(tab, seed_demo, screenshots, tmp_path)
     assert shown_image_size(tab, "#reconstruction") == (64, 64)
     save_screenshot(tab, screenshots, "tokenize-and-reconstruct")
 
+    # A longer drawing shows its progress, in model calls (PNDM makes one more than the steps).
+    tab.get_by_label("Steps").first.fill("40")
+    tab.get_by_label("Steps").first.press("Enter")
+    tab.locator("#tokenize").click()
+    tab.locator("#reconstruction").get_by_text("/41 steps").wait_for()
+    tab.locator("#reconstruction").get_by_text("/41 steps").wait_for(state="detached")
+    assert shown_image_size(tab, "#reconstruction") == (64, 64)
+
 
 def test_browser_edit_a_code_and_redraw(tab, seed_demo, screenshots, tmp_path):
     upload(tab, "#input-image", picture(), tmp_path)
