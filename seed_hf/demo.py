@@ -46,7 +46,7 @@ IMAGE_HEIGHT = 320
 # One coloured cell per code: hue from the code number, so equal codes share a colour.
 CODES_CSS = """
 .seed-codes { display: grid; grid-template-columns: repeat(8, minmax(0, 1fr)); gap: 4px; }
-.seed-code { border-radius: 6px; padding: 4px 2px; text-align: center; color: #fff; font-family: monospace; }
+.seed-code { border-radius: 6px; padding: 4px 2px; text-align: center; font-family: monospace; }
 .seed-codes .seed-code span { display: block; color: #fff; }
 .seed-codes .seed-code .position { font-size: 0.7em; }
 .seed-codes .seed-code .code { font-size: 1.15em; font-weight: bold; }
@@ -325,6 +325,14 @@ def build_demo(
     The Gradio page around `demo`: Tokenize & reconstruct, Edit codes and, with SEED-OPT, Caption / ask and Draw from
     text. Bad input shows as an error message in the page. Model calls share one queue, one at a time. Launch it with
     `.launch()`; `examples` defaults to a few drawn pictures.
+
+    Example:
+
+    ```python
+    >>> from seed_hf.demo import SeedDemo, build_demo
+    >>> demo = SeedDemo.from_pretrained("seed-tokenizer-v1", "seed-decode-v1", "seed-opt-2.7b")  # doctest: +SKIP
+    >>> build_demo(demo, default_steps=25).launch(server_name="127.0.0.1", server_port=7860)  # doctest: +SKIP
+    ```
     """
     import gradio as gr
 
