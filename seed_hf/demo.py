@@ -407,7 +407,9 @@ def build_demo(
                         elem_id="input-image",
                         height=IMAGE_HEIGHT,
                     )
-                    gr.Examples([[str(path)] for path in examples], inputs=[image], label="Examples")
+                    gr.Examples(
+                        [[str(path)] for path in examples], inputs=[image], label="Examples", elem_id="examples"
+                    )
                     tokenize_button = gr.Button("Tokenize & reconstruct", variant="primary", elem_id="tokenize")
                 reconstruction = gr.Image(
                     type="pil", label="Drawn back from the codes", elem_id="reconstruction", height=IMAGE_HEIGHT

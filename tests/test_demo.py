@@ -302,13 +302,18 @@ def test_space_app_builds_the_page_from_the_environment(model_folders, monkeypat
 
 
 @pytest.fixture(scope="module")
-def page_url(seed_demo, tmp_path_factory):
+def examples(tmp_path_factory) -> list[Path]:
+    return example_images(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="module")
+def page_url(seed_demo, examples):
     """The page with the tiny models (2 steps), served on a free port of 127.0.0.1 for this module's tests."""
     pytest.importorskip("gradio")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    page = build_demo(seed_demo, default_steps=STEPS, examples=example_images(tmp_path_factory.mktemp("examples")))
+    page = build_demo(seed_demo, default_steps=STEPS, examples=examples)
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -393,6 +398,15 @@ def test_browser_tokenize_and_reconstruct(tab, seed_demo, screenshots, tmp_path)
     tab.locator("#tokenize").click()
     tab.locator("#reconstruction").get_by_text("/41 steps").wait_for()
     tab.locator("#reconstruction").get_by_text("/41 steps").wait_for(state="detached")
+    assert shown_image_size(tab, "#reconstruction") == (64, 64)
+
+
+def test_browser_pick_an_example(tab, seed_demo, examples):
+    tab.locator("#examples button").first.click()
+    tab.locator("#input-image img").wait_for()
+    tab.locator("#tokenize").click()
+    with PIL.Image.open(examples[0]) as example:
+        assert shown_codes(tab, "#codes") == seed_demo.tokenize(example)
     assert shown_image_size(tab, "#reconstruction") == (64, 64)
 
 
