@@ -42,6 +42,14 @@ CHROMIUM_ARGS = [
 BROWSER_TIMEOUT_MS = 30_000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_gradio_analytics():
+    """Gradio reports usage and checks its version online unless told not to: tests stay offline."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        yield
+
+
 def picture(colour=(200, 30, 30), size=(100, 80)) -> PIL.Image.Image:
     return PIL.Image.new("RGB", size, colour)
 
@@ -314,9 +322,7 @@ def page_url(seed_demo, examples):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     page = build_demo(seed_demo, default_steps=STEPS, examples=examples)
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     page.close()
 
