@@ -25,12 +25,14 @@ COMMANDS = {
     "finetune": "LoRA fine-tuning of SEED-OPT with Trainer",
     "evaluate": "measure captioning, VQA or reconstruction as the paper does",
     "train-tokenizer": "train a SEED tokenizer (stage 1 or 2 of the paper) with Trainer",
+    "demo": "serve the demo page in a browser",
 }
 
 # Failures of the input or the environment rather than bugs. OSError covers FileNotFoundError, PermissionError,
 # FileExistsError, a full disk and the Hub's connection and offline errors; ValueError covers bad arguments, bad
-# JSON and the Hub's repo id validation. A KeyError or RuntimeError is left alone: it is most often a bug.
-ANTICIPATED_ERRORS = (ValueError, OSError, SafetensorError, EntryNotFoundError)
+# JSON and the Hub's repo id validation; ModuleNotFoundError, a missing optional dependency (gradio for `demo`). A
+# KeyError or RuntimeError is left alone: it is most often a bug.
+ANTICIPATED_ERRORS = (ValueError, OSError, ModuleNotFoundError, SafetensorError, EntryNotFoundError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
