@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 TRAINING_HEAD_WEIGHTS = "training_head.safetensors"
 TRAINING_HEAD_INFO = "training_head.json"
+# Maximum caption length of Stage I, as in the original training code.
+MAX_TEXT_LENGTH = 32
 
 
 @dataclass

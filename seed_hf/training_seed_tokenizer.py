@@ -16,11 +16,9 @@ from datasets.fingerprint import Hasher
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .modeling_seed_training import SeedCausalQFormerPreTrainingOutput
+from .modeling_seed_training import MAX_TEXT_LENGTH, SeedCausalQFormerPreTrainingOutput
 
 TEXT_TARGETS_COLUMN = "text_targets"
-# Maximum caption length of Stage I, as in the original training code.
-MAX_TEXT_LENGTH = 32
 
 
 @dataclass

@@ -236,8 +236,9 @@ report["registered"] = [
     seed_hf.SeedOPTConfig in TOKENIZER_MAPPING,
     "text-to-image" in PIPELINE_REGISTRY.get_supported_tasks(),
 ]
-# finetune last: its options come from TrainingArguments, which imports peft.
-for command in ([], *([name] for name in COMMANDS if name != "finetune"), ["finetune"]):
+# finetune and train-tokenizer last: their options come from TrainingArguments, which imports peft.
+TRAINERS = ("finetune", "train-tokenizer")
+for command in ([], *([name] for name in COMMANDS if name not in TRAINERS), *([name] for name in TRAINERS)):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         main([*command, "--help"])
     report[" ".join(command) or "--help"] = heavy()
@@ -253,10 +254,9 @@ def test_import_and_help_leave_heavy_libraries_unloaded():
     report = json.loads(result.stdout)
     assert report.pop("registered") == 7 * [True]
     assert report.pop("lazy") == ["seed_hf.pipeline_seed_decode", True, True]
-    assert report.pop("finetune") == ["peft"]
-    assert report == {
-        name: [] for name in ("import", "--help", *(name for name in cli.COMMANDS if name != "finetune"))
-    }
+    assert report.pop("finetune") == report.pop("train-tokenizer") == ["peft"]
+    others = [name for name in cli.COMMANDS if name not in ("finetune", "train-tokenizer")]
+    assert report == {name: [] for name in ("import", "--help", *others)}
     # transformers warns about torchvision when diffusers' Stable Diffusion module loads, which must come later.
     assert "torchvision" not in result.stderr.split("-- first use of a diffusers class --")[0]
 

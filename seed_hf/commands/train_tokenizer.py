@@ -13,6 +13,7 @@ import argparse
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import (
     AutoConfig,
@@ -24,17 +25,15 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
-from ..dataset_tokenization import load_input_dataset
 from ..image_processing_seed import SeedImageProcessor
-from ..modeling_seed_training import SeedCausalQFormerForPreTraining, SeedVisionTokenizerForCodebookTraining
-from ..training_seed_tokenizer import (
+from ..modeling_seed_training import (
     MAX_TEXT_LENGTH,
-    TEXT_TARGETS_COLUMN,
-    CodebookMonitor,
-    SeedTokenizerDataCollator,
-    SeedTokenizerTrainer,
-    add_text_targets,
+    SeedCausalQFormerForPreTraining,
+    SeedVisionTokenizerForCodebookTraining,
 )
+
+if TYPE_CHECKING:
+    from ..training_seed_tokenizer import SeedTokenizerTrainer
 
 STAGES = (1, 2)
 
@@ -149,6 +148,8 @@ def _text_encoder(arguments: TrainTokenizerArguments, model):
 
 def _datasets(arguments: TrainTokenizerArguments, training_arguments: TrainingArguments):
     """The training split and the evaluation one (a split of its own, `eval_size` rows held out, or none)."""
+    from ..dataset_tokenization import load_input_dataset  # imports datasets: not at start-up
+
     if arguments.eval_split is not None and arguments.eval_size:
         raise ValueError("Pass --eval_split or --eval_size, not both")
     train_dataset = load_input_dataset(arguments.dataset, arguments.split)[0]
@@ -167,8 +168,19 @@ def _datasets(arguments: TrainTokenizerArguments, training_arguments: TrainingAr
     return train_dataset, eval_dataset
 
 
-def train_tokenizer(arguments: TrainTokenizerArguments, training_arguments: TrainingArguments) -> SeedTokenizerTrainer:
+def train_tokenizer(
+    arguments: TrainTokenizerArguments, training_arguments: TrainingArguments
+) -> "SeedTokenizerTrainer":
     """Run one training stage and write the trained tokenizer folder (and its training head) to `output_dir`."""
+    # datasets and Trainer: imported once training starts, so that --help answers quickly.
+    from ..training_seed_tokenizer import (
+        TEXT_TARGETS_COLUMN,
+        CodebookMonitor,
+        SeedTokenizerDataCollator,
+        SeedTokenizerTrainer,
+        add_text_targets,
+    )
+
     set_seed(training_arguments.seed)  # the head's fresh weights are drawn while loading, before Trainer seeds
     train_dataset, eval_dataset = _datasets(arguments, training_arguments)
     from_blip2 = _is_blip2(arguments.model)
