@@ -12,9 +12,9 @@ import torch
 import transformers
 import yaml
 from PIL import Image
-from test_hub import save_tiny_artifacts
 
 from conftest import REPO_ROOT
+from test_hub import save_tiny_artifacts
 
 CARDS = sorted((REPO_ROOT / "model_cards").glob("*.md"))
 README = REPO_ROOT / "README.md"

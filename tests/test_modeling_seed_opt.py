@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_hub import HIDE_SEED_HF
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
@@ -31,6 +30,7 @@ from seed_hf import SeedImageBlockLogitsProcessor, SeedImageProcessor, SeedOPTFo
 
 from conftest import REPO_ROOT, tiny_tokenizer
 from seed_opt_helpers import seed_opt_config, tiny_processor, tiny_seed_opt
+from test_hub import HIDE_SEED_HF
 from text_helpers import make_seed_opt_tokenizer
 
 

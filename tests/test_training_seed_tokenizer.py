@@ -9,8 +9,6 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict, Features, Image, Value, load_from_disk
 from safetensors.torch import load_file
-from test_build_decode_pipeline import stable_diffusion_dir, tokenizer_dir  # noqa: F401 (the decode builder's fixtures)
-from test_training_seed_opt import draw
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModel,
@@ -36,6 +34,8 @@ from seed_hf.modeling_seed_training import (
 from seed_hf.training_seed_tokenizer import CodebookMonitor, SeedTokenizerDataCollator, retrieval_metrics
 
 from conftest import REPO_ROOT, tiny_config, tiny_tokenizer
+from test_build_decode_pipeline import stable_diffusion_dir, tokenizer_dir  # noqa: F401 (the decode builder's fixtures)
+from test_training_seed_opt import draw
 
 CLASSES = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("green", "circle"))
 WORDS = ("a", "red", "green", "blue", "circle", "square", "triangle")
