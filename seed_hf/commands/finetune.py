@@ -10,20 +10,24 @@ checkpoints (`--save_strategy`, `--save_steps`) still hold Trainer's own pickles
 (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`).
 """
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peft import get_peft_model
-from transformers import AutoConfig, AutoProcessor, HfArgumentParser, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import AutoConfig, AutoProcessor, TrainingArguments
 
 from ..configuration_seed import SeedOPTConfig, SeedVisionTokenizerConfig
 from ..modeling_seed_opt import SeedOPTForConditionalGeneration
 from ..processing_seed import SeedProcessor
 from ..training_seed_opt import DIRECTIONS, SeedOPTDataCollator, seed_opt_lora_config
 from ..utils import looks_like_local_path
+from .training import (
+    TrainingArgumentsAsJson,
+    end_training,
+    register_training_command,
+    replace_pickled_training_arguments,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -46,10 +50,6 @@ class FinetuneArguments:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "OPT layers that get LoRA"}
     )
-
-
-def argument_parser(**kwargs) -> HfArgumentParser:
-    return HfArgumentParser((FinetuneArguments, TrainingArguments), **kwargs)
 
 
 def check_local_path(path: str, option: str) -> None:
@@ -105,24 +105,6 @@ def check_columns(dataset: "Dataset", arguments: FinetuneArguments, config: Seed
         )
 
 
-def replace_pickled_training_arguments(folder: str | Path, training_arguments: TrainingArguments) -> None:
-    """Trainer pickles its arguments into `training_args.bin`; keep them as `training_args.json` instead."""
-    from transformers.trainer import TRAINING_ARGS_NAME  # transformers.trainer imports datasets: not at start-up
-
-    folder = Path(folder)
-    (folder / "training_args.json").write_text(training_arguments.to_json_string())
-    (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-
-
-class TrainingArgumentsAsJson(TrainerCallback):
-    """Applies [`replace_pickled_training_arguments`] to each checkpoint Trainer writes."""
-
-    def on_save(self, args: TrainingArguments, state, control, **kwargs):
-        if args.should_save:
-            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            replace_pickled_training_arguments(checkpoint, args)
-
-
 def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments) -> "Trainer":
     """
     Train a LoRA adapter (plus the new token rows) and save it with the processor to `output_dir`. The model and the
@@ -175,31 +157,21 @@ def finetune(arguments: FinetuneArguments, training_arguments: TrainingArguments
     )
     trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
     trainer.save_model(training_arguments.output_dir)
-    trainer.save_state()  # trainer_state.json: the loss history, next to the adapter
     if training_arguments.should_save:
         replace_pickled_training_arguments(training_arguments.output_dir, training_arguments)
-    # Under a multi-process launch, leave together and close the process group: a rank that exits while another
-    # still holds the connection aborts the whole launch.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_training(trainer)  # trainer_state.json (the loss history) next to the adapter
     return trainer
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    register_training_command(
+        subparsers,
         "finetune",
-        description=__doc__,
-        parents=[argument_parser(add_help=False)],
+        __doc__,
+        FinetuneArguments,
+        finetune,
+        "wrote the adapter to {training_arguments.output_dir}",
     )
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    values = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
-    arguments, training_arguments = argument_parser().parse_dict(values)
-    finetune(arguments, training_arguments)
-    print(f"wrote the adapter to {training_arguments.output_dir}")
-    return 0
 
 
 __all__ = ["FinetuneArguments", "finetune"]

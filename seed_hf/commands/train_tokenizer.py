@@ -9,7 +9,6 @@ Every TrainingArguments option is accepted as is (`--output_dir`, `--max_steps`,
 columns). `--output_dir` ends with a normal SEED tokenizer folder plus `training_head.safetensors`.
 """
 
-import argparse
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,6 @@ from transformers import (
     AutoConfig,
     AutoTokenizer,
     CLIPTextModel,
-    HfArgumentParser,
     TrainingArguments,
     set_seed,
 )
@@ -30,6 +28,12 @@ from ..modeling_seed_training import (
     MAX_TEXT_LENGTH,
     SeedCausalQFormerForPreTraining,
     SeedVisionTokenizerForCodebookTraining,
+)
+from .training import (
+    TrainingArgumentsAsJson,
+    end_training,
+    register_training_command,
+    replace_pickled_training_arguments,
 )
 
 if TYPE_CHECKING:
@@ -60,10 +64,6 @@ class TrainTokenizerArguments:
     revive_dead_codes: bool = field(
         default=False, metadata={"help": "stage 2: re-seed unused codebook rows from recent latents every window"}
     )
-
-
-def argument_parser(**kwargs) -> HfArgumentParser:
-    return HfArgumentParser((TrainTokenizerArguments, TrainingArguments), **kwargs)
 
 
 def _is_blip2(model: str) -> bool:
@@ -234,34 +234,26 @@ def train_tokenizer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
-        callbacks=callbacks,
+        callbacks=[TrainingArgumentsAsJson(), *callbacks],
     )
     trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
     if trainer.is_world_process_zero():
         model.save_tokenizer(training_arguments.output_dir)
         image_processor.save_pretrained(training_arguments.output_dir)
-    trainer.save_state()  # trainer_state.json: the loss history
-    # Under a multi-process launch, leave together and close the process group.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+        replace_pickled_training_arguments(training_arguments.output_dir, training_arguments)
+    end_training(trainer)
     return trainer
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    register_training_command(
+        subparsers,
         "train-tokenizer",
-        description=__doc__,
-        parents=[argument_parser(add_help=False)],
+        __doc__,
+        TrainTokenizerArguments,
+        train_tokenizer,
+        "wrote the stage {arguments.stage} tokenizer to {training_arguments.output_dir}",
     )
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    values = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
-    arguments, training_arguments = argument_parser().parse_dict(values)
-    train_tokenizer(arguments, training_arguments)
-    print(f"wrote the stage {arguments.stage} tokenizer to {training_arguments.output_dir}")
-    return 0
 
 
 __all__ = ["TrainTokenizerArguments", "train_tokenizer"]
