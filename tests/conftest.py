@@ -1,6 +1,7 @@
-"""Shared test helpers: tiny seeded SEED tokenizers and the parity fixtures."""
+"""Shared test helpers: tiny seeded SEED tokenizers, the parity fixtures and the check of a failed command."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ from seed_hf import SeedVisionTokenizer, SeedVisionTokenizerConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_PARITY = REPO_ROOT.parent / "shared" / "parity"
 BUNDLED_PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
+
+
+def assert_fails(capsys, pattern: str, command) -> None:
+    """`command()` (a `seed-hf` run) returns exit status 1 and prints one `error:` line matching `pattern`."""
+    capsys.readouterr()
+    assert command() == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
 
 
 def parity_root() -> Path | None:

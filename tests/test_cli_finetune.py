@@ -14,7 +14,7 @@ from transformers import OPTConfig
 
 from seed_hf.cli import main as cli_main
 
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, assert_fails, tiny_config
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
 
 # What Trainer itself pickles (torch.save) into a checkpoint to resume from it, as the README says.
@@ -54,14 +54,6 @@ def folders(tokenizer, tmp_path_factory):
 def finetune(root: Path, model: str, dataset: str, output: str = "out", *extra: str) -> int:
     arguments = ["finetune", "--model", str(root / model), "--dataset", str(root / dataset)]
     return cli_main([*arguments, "--output_dir", str(root / output), "--max_steps", "1", *FAST, *extra])
-
-
-def assert_fails(capsys, pattern: str, command) -> None:
-    """The command exits 1 with one `error:` line matching `pattern`, before any training."""
-    capsys.readouterr()
-    assert command() == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
 
 
 def test_missing_local_paths_are_named(folders, capsys):

@@ -1,7 +1,9 @@
 """`seed-hf evaluate` end to end on tiny stand-ins: each task runs, resumes after a kill, and runs on 2 processes."""
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from seed_hf.cli import main as cli_main
 from seed_hf.modeling_seed_opt import SeedOPTForConditionalGeneration
 from seed_hf.training_seed_opt import seed_opt_lora_config
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_fails
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
 from test_pipeline_seed_decode import tiny_pipeline
 
@@ -188,7 +190,7 @@ def test_gqa_exact_match_with_an_id_column(folders):
     assert metrics["paper"] == {"accuracy": 28.8}
 
 
-def test_vqa_reads_the_official_question_files(folders):
+def test_vqa_reads_the_official_question_files(folders, capsys):
     vqav2 = ["--dataset", str(folders / "val2014"), "--questions", str(folders / "vqav2_questions.json")]
     assert cli_main(vqa(folders, "vqa-files", *vqav2, "--annotations", str(folders / "vqav2_answers.json"))) == 0
     records, _ = read(folders / "vqa-files")
@@ -198,8 +200,9 @@ def test_vqa_reads_the_official_question_files(folders):
     assert cli_main(vqa(folders, "gqa-files", *gqa, "--benchmark", "gqa")) == 0
     records, _ = read(folders / "gqa-files")
     assert [(record["id"], record["references"]) for record in records] == [(f"q{i}", "red") for i in range(4)]
-    with pytest.raises(ValueError, match="pass their answers with --annotations"):
-        cli_main(vqa(folders, "vqa-files-2", *vqav2))
+    assert_fails(
+        capsys, "pass their answers with --annotations", lambda: cli_main(vqa(folders, "vqa-files-2", *vqav2))
+    )
 
 
 def test_vqa_reads_hub_style_answer_dicts(folders):
@@ -207,7 +210,7 @@ def test_vqa_reads_hub_style_answer_dicts(folders):
     assert [record["references"] for record in read(folders / "vqa-hub")[0]] == ANSWERS
 
 
-def test_vqa_merges_an_adapter(folders, tokenizer):
+def test_vqa_merges_an_adapter(folders, tokenizer, capsys):
     base = tiny_seed_opt(tokenizer)
     model = get_peft_model(base, seed_opt_lora_config(base.config))
     model.save_pretrained(folders / "adapter-at-init")
@@ -221,8 +224,8 @@ def test_vqa_merges_an_adapter(folders, tokenizer):
     base, at_init, trained = (read(folders / name)[0] for name in ("vqa-base", "vqa-at-init", "vqa-trained"))
     assert at_init == base  # LoRA starts as a no-op
     assert trained != base
-    with pytest.raises(FileNotFoundError, match="--adapter"):
-        cli_main(vqa(folders, "vqa-missing", "--adapter", str(folders / "no-adapter")))
+    missing = vqa(folders, "vqa-missing", "--adapter", str(folders / "no-adapter"))
+    assert_fails(capsys, "--adapter", lambda: cli_main(missing))
 
 
 def test_reconstruction_runs_and_resumes_with_equal_metrics(folders):
@@ -254,34 +257,46 @@ def test_two_processes_equal_one(folders):
     assert not list((folders / "vqa-two").glob("predictions.process-*"))
 
 
-def test_refuses_other_folders_and_other_settings(folders, tmp_path):
+def test_refuses_other_folders_and_other_settings(folders, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="holds no run.json"):
-        cli_main(vqa(folders, "unused", "-o", str(tmp_path)))
+    assert_fails(capsys, "holds no run.json", lambda: cli_main(vqa(folders, "unused", "-o", str(tmp_path))))
     assert (tmp_path / "notes.txt").read_text() == "keep me"
     assert cli_main(vqa(folders, "settings")) == 0
-    with pytest.raises(FileExistsError, match="other settings \\(max_new_tokens\\).*--overwrite"):
-        cli_main(vqa(folders, "settings", "--max-new-tokens", "2"))
+    other_settings = vqa(folders, "settings", "--max-new-tokens", "2")
+    assert_fails(capsys, "other settings \\(max_new_tokens\\).*--overwrite", lambda: cli_main(other_settings))
     assert cli_main(vqa(folders, "settings", "--max-new-tokens", "2", "--overwrite")) == 0
 
 
-def test_caption_needs_java_before_it_starts(folders, monkeypatch):
+def test_caption_needs_java_before_it_starts(folders, monkeypatch, capsys):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="need a Java runtime"):
-        caption(folders, "caption-no-java")
+    assert_fails(capsys, "need a Java runtime", lambda: caption(folders, "caption-no-java"))
     assert not (folders / "caption-no-java").exists()
 
 
-def test_bad_inputs_raise_clear_errors(folders):
-    with pytest.raises(FileNotFoundError, match="missing"):
-        cli_main(vqa(folders, "errors", "--dataset", str(folders / "missing")))
-    with pytest.raises(ValueError, match="no column \\['answers'\\]"):
-        cli_main(vqa(folders, "errors", "--dataset", str(folders / "gqa")))
-    with pytest.raises(ValueError, match="needs one answer string per row"):
-        cli_main(vqa(folders, "errors", "--benchmark", "gqa", "--answers-column", "answers"))
-    with pytest.raises(ValueError, match="must hold \\{question\\}"):
-        cli_main(vqa(folders, "errors", "--prompt", "<image>Answer:"))
-    with pytest.raises(ValueError, match="expected a SEED-OPT model"):
-        cli_main(vqa(folders, "errors", "--model", str(folders / "clip")))
-    with pytest.raises(ValueError, match="--batch-size must be at least 1"):
-        cli_main(vqa(folders, "errors", "--batch-size", "0"))
+def test_bad_inputs_raise_clear_errors(folders, capsys):
+    for pattern, extra in (
+        ("missing", ["--dataset", str(folders / "missing")]),
+        ("no column \\['answers'\\]", ["--dataset", str(folders / "gqa")]),
+        ("needs one answer string per row", ["--benchmark", "gqa", "--answers-column", "answers"]),
+        ("must hold \\{question\\}", ["--prompt", "<image>Answer:"]),
+        ("/clip is a model folder of another kind .*, not a SEED-OPT folder", ["--model", str(folders / "clip")]),
+        ("no such file or folder: \\./seed-opt-2\\.7b", ["--model", "./seed-opt-2.7b"]),
+        ("--batch-size must be at least 1", ["--batch-size", "0"]),
+    ):
+        assert_fails(capsys, pattern, functools.partial(cli_main, vqa(folders, "errors", *extra)))
+
+
+def test_reconstruction_checks_its_model_folders(folders, tmp_path, capsys):
+    """--pipeline and --clip get the shared folder checks before loading, and a clear error when loading fails."""
+    pattern = "/seed-opt is a SEED-OPT folder, not a SeedDecodePipeline folder"
+    assert_fails(capsys, pattern, lambda: reconstruction(folders, "errors", "--pipeline", str(folders / "seed-opt")))
+    assert_fails(
+        capsys,
+        "no such file or folder: .*/no-clip",
+        lambda: reconstruction(folders, "errors", "--clip", str(folders / "no-clip")),
+    )
+    clip = shutil.copytree(folders / "clip", tmp_path / "clip")
+    config = json.loads((clip / "config.json").read_text())
+    (clip / "config.json").write_text(json.dumps({**config, "projection_dim": 6}))
+    pattern = f"cannot load {re.escape(str(clip))}: its weights do not fit its config"
+    assert_fails(capsys, pattern, lambda: reconstruction(folders, "errors", "--clip", str(clip)))

@@ -17,12 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
-from peft import PeftModel
-from transformers import AutoImageProcessor, AutoProcessor, CLIPModel
+from transformers import AutoImageProcessor, AutoProcessor
 
-from ..dataset_tokenization import distributed_state
-from ..evaluation.data import load_evaluation_data, load_vqa_files
 from ..evaluation.metrics import (
     SPICE_SKIPPED,
     caption_metrics,
@@ -32,11 +28,12 @@ from ..evaluation.metrics import (
     require_java,
     vqa_accuracy,
 )
-from ..evaluation.runner import predict_resumable, write_metrics
 from ..modeling_seed_opt import CAPTION_MAX_NEW_TOKENS, CAPTION_NUM_BEAMS, SeedOPTForConditionalGeneration
-from ..pipeline_seed_decode import SeedDecodePipeline
 from ..processing_seed import SeedProcessor
-from .finetune import check_local_path, check_seed_opt_config
+from . import loading, resolve_pretrained_path
+
+# datasets, diffusers and peft are imported inside the functions that run a task: `seed-hf evaluate --help` loads
+# none of them.
 
 # Processes wait for the slowest one before the metrics: allow a long wait rather than torch's 30 minutes.
 BARRIER_TIMEOUT = timedelta(days=1)
@@ -156,19 +153,25 @@ def _data_settings(args: argparse.Namespace, data) -> dict:
 
 def load_seed_opt(args: argparse.Namespace, device: torch.device):
     """SEED-OPT (with `--adapter` merged) in eval mode on `device`, and its processor; clear errors for wrong folders."""
-    check_local_path(args.model, "--model")
-    config = check_seed_opt_config(args.model)
-    processor = AutoProcessor.from_pretrained(args.model)
+    from peft import PeftModel
+
+    from .finetune import check_local_path, check_seed_opt_config
+
+    model_path = resolve_pretrained_path(args.model, "seed_opt")
+    config = check_seed_opt_config(model_path)  # a Hub id's kind is known only from its config
+    processor = AutoProcessor.from_pretrained(model_path)
     if not isinstance(processor, SeedProcessor):
         raise ValueError(f"--model {args.model} has no SEED-OPT processor (processor_config.json)")
     if config.vision_config is None:
         raise ValueError(f"--model {args.model} has no SEED tokenizer inside, so it cannot read images")
-    model = SeedOPTForConditionalGeneration.from_pretrained(
-        args.model, config=config, dtype=getattr(torch, args.dtype), use_safetensors=True
-    )
+    with loading(model_path):
+        model = SeedOPTForConditionalGeneration.from_pretrained(
+            model_path, config=config, dtype=getattr(torch, args.dtype), use_safetensors=True
+        )
     if args.adapter:
         check_local_path(args.adapter, "--adapter")
-        model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
+        with loading(args.adapter):
+            model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
     return model.to(device).eval(), processor
 
 
@@ -201,6 +204,10 @@ def _check_prompt(prompt: str, image_token: str, *fields: str) -> None:
 
 
 def run_caption(args: argparse.Namespace) -> int:
+    from ..dataset_tokenization import distributed_state
+    from ..evaluation.data import load_evaluation_data
+    from ..evaluation.runner import predict_resumable
+
     _check_positive(args, "batch_size", "num_beams", "max_new_tokens")
     require_java()  # before hours of captioning, not after
     data = load_evaluation_data(
@@ -244,6 +251,10 @@ def run_caption(args: argparse.Namespace) -> int:
 
 
 def run_vqa(args: argparse.Namespace) -> int:
+    from ..dataset_tokenization import distributed_state
+    from ..evaluation.data import load_evaluation_data, load_vqa_files
+    from ..evaluation.runner import predict_resumable
+
     _check_positive(args, "batch_size", "num_beams", "max_new_tokens")
     answers_column = args.answers_column or ("answers" if args.benchmark == "vqav2" else "answer")
     if args.questions:
@@ -316,21 +327,31 @@ def _check_answers(answers, benchmark: str, column: str) -> None:
 
 
 def run_reconstruction(args: argparse.Namespace) -> int:
+    from diffusers import DPMSolverMultistepScheduler
+    from transformers import CLIPModel
+
+    from ..dataset_tokenization import distributed_state
+    from ..evaluation.data import load_evaluation_data
+    from ..evaluation.runner import predict_resumable
+    from ..pipeline_seed_decode import SeedDecodePipeline
+
     _check_positive(args, "batch_size", "steps")
     data = load_evaluation_data(
         args.dataset, args.split, args.image_column, {}, args.id_column, args.annotations
     ).head(args.num_samples)
-    check_local_path(args.pipeline, "--pipeline")
-    check_local_path(args.clip, "--clip")
+    pipeline_path = resolve_pretrained_path(args.pipeline, "SeedDecodePipeline")
+    clip_path = resolve_pretrained_path(args.clip)
     state = distributed_state(args.device, timeout=BARRIER_TIMEOUT)
     try:
         device, dtype = _device(args, state), getattr(torch, args.dtype)
-        pipe = SeedDecodePipeline.from_pretrained(args.pipeline, dtype=dtype, use_safetensors=True).to(device)
+        with loading(pipeline_path):
+            pipe = SeedDecodePipeline.from_pretrained(pipeline_path, dtype=dtype, use_safetensors=True).to(device)
         if args.scheduler == "dpm":
             pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
-        clip_model = CLIPModel.from_pretrained(args.clip, dtype=dtype, use_safetensors=True).to(device).eval()
-        clip_processor = AutoImageProcessor.from_pretrained(args.clip)
+        with loading(clip_path):
+            clip_model = CLIPModel.from_pretrained(clip_path, dtype=dtype, use_safetensors=True).to(device).eval()
+        clip_processor = AutoImageProcessor.from_pretrained(clip_path)
 
         def predict(indices: list[int]) -> list[dict]:
             images = [data.image(index) for index in indices]
@@ -371,6 +392,8 @@ def run_reconstruction(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, data, metrics: dict[str, float], note: str = "", skipped=None) -> int:
     """Write metrics.json and metrics.md, and print the table."""
+    from ..evaluation.runner import write_metrics
+
     anchors = ANCHORS[args.task][args.benchmark]
     report = {"task": args.task, "dataset": args.dataset, "benchmark": args.benchmark, "items": len(data.ids)}
     report["metrics"] = metrics
