@@ -94,6 +94,17 @@ def tokenizer_model():
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A folder holding the tiny SEED tokenizer and its image processor, as `seed-hf convert` writes one."""
+    from seed_hf import SeedImageProcessor
+
+    folder = tmp_path_factory.mktemp("model")
+    tiny_tokenizer().save_pretrained(folder)
+    SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """The SEED-OPT test tokenizer: a small OPT-format BPE plus 64 image codes (as `tiny_config`'s codebook)."""
     from text_helpers import make_seed_opt_tokenizer

@@ -43,14 +43,6 @@ def png_bytes(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    tiny_tokenizer().save_pretrained(folder)
-    SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     """NUM_GOOD PNGs (some in a subfolder), a text file, an empty file and a truncated PNG."""

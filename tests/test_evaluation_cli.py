@@ -15,7 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import get_peft_model
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import CLIPImageProcessor
 
 from seed_hf.cli import main as cli_main
 from seed_hf.modeling_seed_opt import SeedOPTForConditionalGeneration
@@ -23,6 +23,7 @@ from seed_hf.training_seed_opt import seed_opt_lora_config
 
 from conftest import REPO_ROOT, assert_fails
 from seed_opt_helpers import tiny_processor, tiny_seed_opt
+from test_evaluation_metrics import tiny_clip
 from test_pipeline_seed_decode import tiny_pipeline
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the COCO caption metrics run on Java")
@@ -41,19 +42,7 @@ def folders(tokenizer, tmp_path_factory):
     tiny_seed_opt(tokenizer).save_pretrained(root / "seed-opt")
     tiny_processor(tokenizer).save_pretrained(root / "seed-opt")
     tiny_pipeline().save_pretrained(root / "decode")
-    config = CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=8,
-    )
-    CLIPModel(config).save_pretrained(root / "clip")
+    tiny_clip()[0].save_pretrained(root / "clip")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         root / "clip"
     )

@@ -47,14 +47,6 @@ def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    tiny_tokenizer().save_pretrained(folder)
-    SeedImageProcessor(size={"height": 28, "width": 28}).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """
     img2dataset-style tar shards `shards/0000N.tar` (KEY.jpg/.png/.webp, KEY.txt, KEY.json) with three bad samples,
