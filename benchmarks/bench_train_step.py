@@ -1,7 +1,7 @@
 """
 Speed of one Stage II training step of the SEED tokenizer (`SeedVisionTokenizerForCodebookTraining`: frozen ViT and
 causal Q-Former forward, quantizer + decoder + reconstruction branch forward and backward, one AdamW step) at the
-released size, batch 8, float32, random weights (nothing to download).
+released size, batch 8, float32 or bfloat16 (`--dtype`), random weights (nothing to download).
 
 Prints the median step time, images per second, and the step's FLOP rate as a share of this machine's
 matrix-multiply throughput measured in the same run on the model's largest GEMM, as `bench_encode.py` does. FLOPs
@@ -9,6 +9,7 @@ are counted from the config: the frozen encoder forward once, the trained parts 
 that takes gradients of both activations and weights).
 
     python benchmarks/bench_train_step.py           # released size (several GiB of memory, minutes on a CPU)
+    python benchmarks/bench_train_step.py --dtype bfloat16
     python benchmarks/bench_train_step.py --tiny    # a tiny config: a smoke test
     python benchmarks/bench_train_step.py --device cuda --batch-size 32
 """
@@ -72,22 +73,23 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and inputs")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = SeedVisionTokenizerConfig(**TINY_CONFIG) if args.tiny else SeedVisionTokenizerConfig()
     vision = config.vision_config
 
     start = time.perf_counter()
-    model = training_model(config, device)
+    model = training_model(config, device).to(dtype)
     build_seconds = time.perf_counter() - start
     optimizer = torch.optim.AdamW([parameter for parameter in model.parameters() if parameter.requires_grad], lr=1e-4)
     generator = torch.Generator(device).manual_seed(0)
     pixel_values = torch.randn(
         args.batch_size, 3, vision.image_size, vision.image_size, generator=generator, device=device
-    )
+    ).to(dtype)
     text_targets = torch.randn(
         args.batch_size, config.num_reverse_tokens, config.generation_embed_dim, generator=generator, device=device
-    )
+    ).to(dtype)
 
     def step():
         model(pixel_values, text_targets=text_targets).loss.backward()
@@ -96,7 +98,7 @@ def main(argv=None) -> None:
 
     seconds = seconds_per_call(step, args.repeats, args.warmup, device)
     gemm = (args.batch_size * vision_tokens(config), vision.hidden_size, vision.intermediate_size)
-    matmul = matmul_flops_per_second(*gemm, torch.float32, device, max(args.repeats, 3), 1)
+    matmul = matmul_flops_per_second(*gemm, dtype, device, max(args.repeats, 3), 1)
     flops = args.batch_size * (encode_flops(config) + 3 * trained_forward_flops(config))
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
@@ -104,9 +106,9 @@ def main(argv=None) -> None:
     print(f"FLOPs per step, counted from the config: {flops / 1e9:.1f} G.\n")
     print("| measurement | batch | seconds | images/s | GFLOP/s | of matmul |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| matmul {' x '.join(map(str, gemm))} | | | | {matmul / 1e9:.1f} | 100% |")
+    print(f"| matmul {' x '.join(map(str, gemm))}, {args.dtype} | | | | {matmul / 1e9:.1f} | 100% |")
     print(
-        f"| Stage II step, float32 | {args.batch_size} | {seconds:.3f} | {args.batch_size / seconds:.2f} | "
+        f"| Stage II step, {args.dtype} | {args.batch_size} | {seconds:.3f} | {args.batch_size / seconds:.2f} | "
         f"{flops / seconds / 1e9:.1f} | {flops / seconds / matmul:.0%} |"
     )
 
