@@ -7,6 +7,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import torch_compilable_check
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_seed import SeedOPTConfig
 from .generation_seed_opt import SeedImageBlockLogitsProcessor, check_image_block_arguments
@@ -195,6 +196,8 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
             labels = torch.where(labels == self.config.image_token_id, slot_ids, labels)
         return input_ids, labels, inputs_embeds
 
+    # `past_key_values` is the older name of `cache`: accepted with OPT's deprecation warning; both at once raise.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", raise_if_both_names=True)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -207,7 +210,6 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         return_dict: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
         r"""
@@ -235,8 +237,6 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
                 Compute logits for the last `logits_to_keep` positions only (0: all).
             return_dict (`bool`, *optional*, defaults to `config.return_dict`):
                 Whether to return a [`~modeling_outputs.CausalLMOutputWithPast`] or a plain tuple.
-            past_key_values (`Cache`, *optional*):
-                The older name of `cache`, accepted as OPT accepts it; pass one of the two.
             kwargs (*optional*):
                 Passed to the OPT decoder and to the loss (e.g. Trainer's `num_items_in_batch`).
 
@@ -244,10 +244,6 @@ class SeedOPTForConditionalGeneration(SeedOPTPreTrainedModel, GenerationMixin):
             [`~modeling_outputs.CausalLMOutputWithPast`] (or its tuple when `return_dict=False`) with `logits` of shape
             `(batch_size, sequence_length, vocab_size)` over the full extended vocabulary (no token is masked).
         """
-        if past_key_values is not None:
-            if cache is not None:
-                raise ValueError("Pass the key/value cache as cache or as past_key_values (its older name), not both")
-            cache = past_key_values
         if return_dict is None:
             return_dict = self.config.return_dict
         if pixel_values is not None:

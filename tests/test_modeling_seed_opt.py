@@ -287,11 +287,14 @@ def sample_ids(tokenizer) -> torch.Tensor:
 def test_cache_passed_as_past_key_values_continues_the_sequence(tokenizer, model):
     input_ids = sample_ids(tokenizer)
     full = model(input_ids=input_ids).logits
-    for name in ("cache", "past_key_values"):
-        prefix = model(input_ids=input_ids[:, :4], use_cache=True)
-        continued = model(input_ids=input_ids[:, 4:], **{name: prefix.cache}).logits
-        torch.testing.assert_close(continued, full[:, 4:])
-    with pytest.raises(ValueError, match="as cache or as past_key_values .* not both"):
+    prefix = model(input_ids=input_ids[:, :4], use_cache=True)
+    continued = model(input_ids=input_ids[:, 4:], cache=prefix.cache).logits
+    torch.testing.assert_close(continued, full[:, 4:])
+    prefix = model(input_ids=input_ids[:, :4], use_cache=True)
+    with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):  # OPT's own deprecation warning
+        continued = model(input_ids=input_ids[:, 4:], past_key_values=prefix.cache).logits
+    torch.testing.assert_close(continued, full[:, 4:])
+    with pytest.raises(ValueError, match="Both `past_key_values` and `cache` are set"):
         model(input_ids=input_ids[:, 4:], cache=prefix.cache, past_key_values=prefix.cache)
 
 
