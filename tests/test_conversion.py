@@ -23,6 +23,7 @@ from seed_hf.conversion import (
     check_against_model,
     convert_original_checkpoint,
     convert_state_dict,
+    convert_training_head,
     infer_config,
     load_original_file,
 )
@@ -157,17 +158,22 @@ def test_sizes_are_read_from_the_checkpoint(converted, tmp_path):
     assert len(result.assumed) == len(NOT_IN_SHAPES)
 
 
-@needs_parity
-def test_released_size_keys_map_onto_default_config():
-    """Every key and shape of the real release fits the default config, proven without allocating memory."""
+def released_keys() -> dict[str, torch.Tensor]:
+    """Every key of the real release (the three files merged) as a meta tensor of its shape."""
     keys_file = (PARITY_ROOT or Path()) / "original_full_size_keys.json"
     if not keys_file.is_file():
         pytest.skip("original_full_size_keys.json is absent")
-    original = {
+    return {
         key: torch.empty(shape, device="meta")
         for per_file in json.loads(keys_file.read_text()).values()
         for key, shape in per_file.items()
     }
+
+
+@needs_parity
+def test_released_size_keys_map_onto_default_config():
+    """Every key and shape of the real release fits the default config, proven without allocating memory."""
+    original = released_keys()
     config = SeedVisionTokenizerConfig()
     converted_state, skipped = convert_state_dict(original, config)
     with torch.device("meta"):
@@ -511,17 +517,18 @@ def test_command_line_error_is_one_message(tmp_path):
 # --keep-training-weights (I12.3): the release's Stage I training weights, written as the training head's files.
 
 
-@pytest.fixture
-def release_with_training_weights(original_copy):
-    """A fixture copy whose `causal_qformer.pth` also holds seeded Stage I training weights of consistent shapes, as
-    a training checkpoint would: (source, copy, {original key: (name in the Stage I head, tensor)})."""
-    source, copy = original_copy
-    qformer_config = parity_config(source).qformer_config
+def training_weight_shapes(qformer_config, vocab_size: int, positions: int) -> dict[str, tuple[str, tuple]]:
+    """The Stage I training weights as BLIP-2's stage 1 (LAVIS `Blip2Qformer`) names them: {original key: (name in
+    `SeedCausalQFormerForPreTraining`, shape)}."""
     width, inner = qformer_config.hidden_size, qformer_config.intermediate_size
     shapes = {
         "Qformer.bert.embeddings.word_embeddings.weight": (
             "contrastive_head.text_embeddings.word_embeddings.weight",
-            (101, width),
+            (vocab_size, width),
+        ),
+        "Qformer.bert.embeddings.position_embeddings.weight": (
+            "contrastive_head.text_embeddings.position_embeddings.weight",
+            (positions, width),
         ),
         "vision_proj.weight": ("contrastive_head.vision_projection.weight", (256, width)),
         "vision_proj.bias": ("contrastive_head.vision_projection.bias", (256,)),
@@ -539,18 +546,43 @@ def release_with_training_weights(original_copy):
             ("output.LayerNorm.bias", (width,)),
         ):
             shapes[f"Qformer.bert.encoder.layer.{layer}.{name}"] = (f"qformer.encoder.layer.{layer}.{name}", shape)
+    return shapes
+
+
+@needs_parity
+def test_training_weights_at_the_released_sizes():
+    """The real `causal_qformer.pth` holds none of the Stage I training families (only `position_ids`); a release
+    that holds them at the released sizes maps onto the head, its vocabulary size read from the shapes."""
+    original = released_keys()
+    config = SeedVisionTokenizerConfig()
+    with pytest.raises(ConversionError, match="holds none of the Stage I training weights"):
+        convert_training_head(original, config)
+    positions = original["Qformer.bert.embeddings.position_ids"].shape[-1]
+    shapes = training_weight_shapes(config.qformer_config, vocab_size=30523, positions=positions)
+    original.update({key: torch.empty(shape, device="meta") for key, (_, shape) in shapes.items()})
+    config = infer_config(original, training_head=True)[0]
+    assert config.qformer_config.vocab_size == 30523  # BERT's 30522 and BLIP-2's [DEC] token
+    weights, kept, absent = convert_training_head(original, config)
+    assert set(kept) == set(shapes) and absent == []
+    assert {name: tuple(tensor.shape) for name, tensor in weights.items()} == dict(shapes.values())
+
+
+@pytest.fixture
+def release_with_training_weights(original_copy):
+    """A fixture copy whose `causal_qformer.pth` also holds seeded Stage I training weights of consistent shapes, as
+    a training checkpoint would: (source, copy, {original key: (name in the Stage I head, tensor)})."""
+    source, copy = original_copy
+    qformer_config = parity_config(source).qformer_config
     generator = torch.Generator().manual_seed(12)
-    training_weights = {key: (ours, torch.randn(shape, generator=generator)) for key, (ours, shape) in shapes.items()}
+    training_weights = {}
 
     def add_training_weights(state, _):
         positions = state["Qformer.bert.embeddings.position_ids"].shape[-1]  # as many positions as the buffer
-        training_weights["Qformer.bert.embeddings.position_embeddings.weight"] = (
-            "contrastive_head.text_embeddings.position_embeddings.weight",
-            torch.randn(positions, width, generator=generator),
-        )
+        for key, (ours, shape) in training_weight_shapes(qformer_config, vocab_size=101, positions=positions).items():
+            training_weights[key] = (ours, torch.randn(shape, generator=generator))
         state.update({key: tensor for key, (_, tensor) in training_weights.items()})
         state["Qformer.cls.predictions.bias"] = torch.zeros(101)
-        state["itm_head.weight"] = torch.zeros(2, width)
+        state["itm_head.weight"] = torch.zeros(2, qformer_config.hidden_size)
 
     _edit(copy / "causal_qformer.pth", add_training_weights)
     return source, copy, training_weights
