@@ -296,9 +296,9 @@ def convert_training_head(
         if not found:
             absent.append(family)
             continue
-        ours = {new_stem: stem for stem, new_stem in stems.items()}
+        head_stems = {new_stem: stem for stem, new_stem in stems.items()}
         family_weights = {name: original[key] for key, name in found.items()}
-        _check_against(family_weights, {name: t for name, t in expected.items() if _restem(name, ours)})
+        _check_against(family_weights, {name: t for name, t in expected.items() if _restem(name, head_stems)})
         weights.update(family_weights)
         kept += found
     if not weights:
