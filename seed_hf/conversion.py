@@ -17,6 +17,7 @@ from transformers import Blip2QFormerConfig, Blip2VisionConfig
 
 from .configuration_seed import SeedVisionTokenizerConfig
 from .image_processing_seed import SeedImageProcessor
+from .modeling_seed_training import SeedCausalQFormerForPreTraining
 from .modeling_seed_vision_tokenizer import SeedVisionTokenizer
 from .utils import atomic_output_dir, check_output_dir, write_model_card
 
@@ -126,11 +127,17 @@ class ConversionResult:
             Original entries skipped as training-only (or as vision blocks beyond the model's depth).
         assumed (`list[str]`):
             Sizes no weight shape determines and no override gave, taken from the released model (`name=value`).
+        kept (`list[str]`):
+            Original training-only entries written to the Stage I training head (`keep_training_weights=True`).
+        absent (`list[str]`):
+            The Stage I training families the release lacks (`keep_training_weights=True`): they start fresh.
     """
 
     config: SeedVisionTokenizerConfig
     skipped: list[str]
     assumed: list[str]
+    kept: list[str] = dataclasses.field(default_factory=list)
+    absent: list[str] = dataclasses.field(default_factory=list)
 
 
 def _first_few(items: list[str], limit: int = 3) -> str:
@@ -212,7 +219,11 @@ def convert_state_dict(
 def check_against_model(converted: Mapping[str, torch.Tensor], model: torch.nn.Module) -> None:
     """Raise [`ConversionError`] with a short summary (counts and first names) of missing, unexpected or mis-shaped
     weights."""
-    expected = model.state_dict()
+    _check_against(converted, model.state_dict())
+
+
+def _check_against(converted: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """[`check_against_model`] with the expected weights given by name."""
     missing = [f"{name} {tuple(t.shape)}" for name, t in expected.items() if name not in converted]
     unexpected = [name for name in converted if name not in expected]
     misshaped = [
@@ -231,6 +242,71 @@ def check_against_model(converted: Mapping[str, torch.Tensor], model: torch.nn.M
             "(give only head counts and epsilons) so that they are read from the checkpoint, and check that the "
             "files come from one release."
         )
+
+
+def _training_head_stems(num_qformer_layers: int) -> dict[str, dict[str, str]]:
+    """
+    The Stage I training weights an original `causal_qformer.pth` may hold, by family: each original stem (a key
+    or a module) -> its name in [`SeedCausalQFormerForPreTraining`]. `Qformer.cls.*` and `itm_head.*` have no
+    place there.
+    """
+    text_ffn = {
+        f"Qformer.bert.encoder.layer.{layer}.{part}": f"qformer.encoder.layer.{layer}.{part}"
+        for layer in range(num_qformer_layers)
+        for part in ("intermediate", "output")
+    }
+    return {
+        "Qformer.bert.embeddings.word_embeddings": {
+            "Qformer.bert.embeddings.word_embeddings": "contrastive_head.text_embeddings.word_embeddings"
+        },
+        "Qformer.bert.embeddings.position_embeddings": {
+            "Qformer.bert.embeddings.position_embeddings": "contrastive_head.text_embeddings.position_embeddings"
+        },
+        "Qformer.bert.encoder.layer.N.intermediate/output (the text-branch FFN)": text_ffn,
+        "vision_proj": {"vision_proj": "contrastive_head.vision_projection"},
+        "text_proj": {"text_proj": "contrastive_head.text_projection"},
+        "temp": {"temp": "contrastive_head.temperature"},
+    }
+
+
+def _restem(key: str, stems: Mapping[str, str]) -> str | None:
+    """`key` with its stem in `stems` (the whole key or a module above it) replaced by the stem's new name; None
+    when it has none."""
+    for stem, new_stem in stems.items():
+        if key == stem or key.startswith(stem + "."):
+            return new_stem + key[len(stem) :]
+    return None
+
+
+def convert_training_head(
+    original: Mapping[str, torch.Tensor], config: SeedVisionTokenizerConfig
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """
+    Map the Stage I training weights of an original state dict onto the names of
+    [`SeedCausalQFormerForPreTraining`]'s training head: BERT word and position embeddings, the text-branch FFN,
+    `vision_proj`, `text_proj` and `temp`, whichever the release holds, each family complete and shape-checked.
+    Returns the weights, the original keys used and the families absent (they start fresh in training). Raises
+    [`ConversionError`] when the release holds none of them.
+    """
+    with torch.device("meta"):
+        expected = SeedCausalQFormerForPreTraining(config).training_head_state_dict()
+    weights, kept, absent = {}, [], []
+    for family, stems in _training_head_stems(config.qformer_config.num_hidden_layers).items():
+        found = {key: name for key in original if (name := _restem(key, stems))}
+        if not found:
+            absent.append(family)
+            continue
+        head_stems = {new_stem: stem for stem, new_stem in stems.items()}
+        family_weights = {name: original[key] for key, name in found.items()}
+        _check_against(family_weights, {name: t for name, t in expected.items() if _restem(name, head_stems)})
+        weights.update(family_weights)
+        kept += found
+    if not weights:
+        raise ConversionError(
+            f"Asked to keep the training weights, but the release holds none of the Stage I training weights "
+            f"({', '.join(absent)})"
+        )
+    return weights, kept, absent
 
 
 def _check_weight_values(original: Mapping[str, torch.Tensor], skipped: list[str]) -> None:
@@ -284,12 +360,13 @@ def _layer_indices(original: Mapping[str, torch.Tensor], pattern: str) -> list[i
     return sorted({int(match[1]) for key in original if (match := regex.match(key))})
 
 
-def infer_sizes(original: Mapping[str, torch.Tensor]) -> dict:
+def infer_sizes(original: Mapping[str, torch.Tensor], training_head: bool = False) -> dict:
     """
     The `SeedVisionTokenizerConfig` keyword arguments that the shapes of an original state dict (the three files
-    merged) determine: widths, depths, FFN sizes, codebook, query and reverse-token counts, image and patch size.
-    Head counts and epsilons are not among them. The vision depth is the number of blocks, at most the released
-    39: EVA-CLIP ViT-g has 40 and SEED, like BLIP-2, uses the first 39.
+    merged) determine: widths, depths, FFN sizes, codebook, query and reverse-token counts, image and patch size;
+    with `training_head`, also the Q-Former's vocabulary size and text length from its text embeddings, which only
+    the Stage I training head uses. Head counts and epsilons are not among them. The vision depth is the number of
+    blocks, at most the released 39: EVA-CLIP ViT-g has 40 and SEED, like BLIP-2, uses the first 39.
     """
     shape = {key: tensor.shape for key, tensor in original.items()}
     vision, qformer = {}, {}
@@ -324,6 +401,9 @@ def infer_sizes(original: Mapping[str, torch.Tensor]) -> dict:
         qformer["cross_attention_frequency"] = layers[-1] + 1
     if "Qformer.bert.encoder.layer.0.intermediate_query.dense.weight" in shape:
         qformer["intermediate_size"] = shape["Qformer.bert.encoder.layer.0.intermediate_query.dense.weight"][0]
+    for field, key in (("vocab_size", "word_embeddings"), ("max_position_embeddings", "position_embeddings")):
+        if training_head and f"Qformer.bert.embeddings.{key}.weight" in shape:
+            qformer[field] = shape[f"Qformer.bert.embeddings.{key}.weight"][0]
 
     if "quantize.embedding.weight" in shape:
         sizes["codebook_size"], sizes["codebook_dim"] = shape["quantize.embedding.weight"]
@@ -375,17 +455,21 @@ def check_config_overrides(overrides: object) -> None:
 
 
 def infer_config(
-    original: Mapping[str, torch.Tensor], overrides: Mapping | None = None, vision_config: Mapping | None = None
+    original: Mapping[str, torch.Tensor],
+    overrides: Mapping | None = None,
+    vision_config: Mapping | None = None,
+    training_head: bool = False,
 ) -> tuple[SeedVisionTokenizerConfig, list[str]]:
     """
-    The config of an original state dict: every size its shapes determine ([`infer_sizes`]), then `vision_config`
-    (the vision tower's sizes when they come from elsewhere, e.g. a BLIP-2 config), then `overrides`
-    (`SeedVisionTokenizerConfig` keyword arguments, sub-configs as dicts); what none gives is the released value.
+    The config of an original state dict: every size its shapes determine ([`infer_sizes`], with `training_head`
+    those of the Stage I training head too), then `vision_config` (the vision tower's sizes when they come from
+    elsewhere, e.g. a BLIP-2 config), then `overrides` (`SeedVisionTokenizerConfig` keyword arguments, sub-configs
+    as dicts); what none gives is the released value.
     Returns the config and the sizes assumed from the released model (`name=value`).
     """
     overrides = overrides or {}
     check_config_overrides(overrides)
-    inferred = infer_sizes(original)
+    inferred = infer_sizes(original, training_head)
     given = {**overrides, "vision_config": {**(vision_config or {}), **overrides.get("vision_config", {})}}
     arguments = {**inferred, **given}
     for name in _SUB_CONFIGS:
@@ -497,6 +581,7 @@ def convert_original_checkpoint(
     dtype: torch.dtype = torch.float32,
     vision_from: str | os.PathLike | None = None,
     model_card: str | os.PathLike | None = None,
+    keep_training_weights: bool = False,
 ) -> ConversionResult:
     """
     Convert the original release in `original_dir` into a transformers folder at `output_dir` (`config.json`,
@@ -506,7 +591,9 @@ def convert_original_checkpoint(
     `config` is either the complete [`SeedVisionTokenizerConfig`], or a dict of its keyword arguments for what the
     weight shapes cannot tell (head counts, epsilons) on top of the sizes inferred from the checkpoint
     ([`infer_config`]); `None` infers every size and takes the rest from the released model. `vision_from` is a
-    transformers BLIP-2 folder whose vision tower replaces `eva_vit_g.pth`.
+    transformers BLIP-2 folder whose vision tower replaces `eva_vit_g.pth`. `keep_training_weights` also writes the
+    release's Stage I training weights ([`convert_training_head`]) as `training_head.safetensors` and
+    `training_head.json`, which [`SeedCausalQFormerForPreTraining`] `from_pretrained` reads.
     """
     original_dir, output_dir = Path(original_dir), check_output_dir(output_dir, overwrite)
     vision_from = Path(vision_from) if vision_from else None
@@ -521,8 +608,13 @@ def convert_original_checkpoint(
     original, skipped = _load_original_files(original_dir, names)
     assumed = []
     if infer:
-        config, assumed = infer_config(original, config, blip2_vision)
+        config, assumed = infer_config(original, config, blip2_vision, keep_training_weights)
     converted, skipped_keys = convert_state_dict(original, config)
+    head_weights, kept, absent = {}, [], []
+    if keep_training_weights:
+        head_weights, kept, absent = convert_training_head(original, config)
+        kept_keys = set(kept)
+        skipped_keys = [key for key in skipped_keys if key not in kept_keys]
     _check_weight_values(original, skipped_keys)
     skipped += skipped_keys
     if vision_from:
@@ -538,7 +630,10 @@ def convert_original_checkpoint(
         size = config.vision_config.image_size
         SeedImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
         write_model_card(model_card, staging)
-    return ConversionResult(config=config, skipped=skipped, assumed=assumed)
+        if head_weights:
+            head_weights = {name: t.to(dtype) for name, t in head_weights.items()}
+            SeedCausalQFormerForPreTraining.save_training_head(staging, head_weights)
+    return ConversionResult(config=config, skipped=skipped, assumed=assumed, kept=kept, absent=absent)
 
 
 __all__ = [
@@ -548,6 +643,7 @@ __all__ = [
     "check_config_overrides",
     "convert_original_checkpoint",
     "convert_state_dict",
+    "convert_training_head",
     "infer_config",
     "infer_sizes",
     "load_original_file",

@@ -9,6 +9,7 @@ and are read back from there by `from_pretrained`.
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,9 +168,19 @@ class SeedTrainingHeadMixin:
             tokenizer = SeedVisionTokenizer(self.config)
         tokenizer.load_state_dict(self.tokenizer_state_dict(), assign=True)
         tokenizer.save_pretrained(save_directory, **kwargs)
-        head = {key: tensor.detach().contiguous() for key, tensor in self.training_head_state_dict().items()}
+        self.save_training_head(save_directory, self.training_head_state_dict())
+
+    @classmethod
+    def save_training_head(cls, save_directory: str | Path, weights: Mapping[str, torch.Tensor]) -> None:
+        """
+        Write `weights` (named as in [`~training_head_state_dict`], all or some of them) as this head's
+        `training_head.safetensors` and `training_head.json`, which `from_pretrained` reads; the converter uses it
+        for the training weights of the original release.
+        """
+        save_directory = Path(save_directory)
+        head = {key: tensor.detach().contiguous() for key, tensor in weights.items()}
         save_file(head, str(save_directory / TRAINING_HEAD_WEIGHTS), metadata={"format": "pt"})
-        info = {"head_class": type(self).__name__, "weights": sorted(head)}
+        info = {"head_class": cls.__name__, "weights": sorted(head)}
         (save_directory / TRAINING_HEAD_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 

@@ -16,13 +16,14 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModel
 
-from seed_hf import SeedVisionTokenizerConfig
+from seed_hf import SeedCausalQFormerForPreTraining, SeedVisionTokenizerConfig
 from seed_hf.cli import main as cli_main
 from seed_hf.conversion import (
     ConversionError,
     check_against_model,
     convert_original_checkpoint,
     convert_state_dict,
+    convert_training_head,
     infer_config,
     load_original_file,
 )
@@ -157,17 +158,22 @@ def test_sizes_are_read_from_the_checkpoint(converted, tmp_path):
     assert len(result.assumed) == len(NOT_IN_SHAPES)
 
 
-@needs_parity
-def test_released_size_keys_map_onto_default_config():
-    """Every key and shape of the real release fits the default config, proven without allocating memory."""
+def released_keys() -> dict[str, torch.Tensor]:
+    """Every key of the real release (the three files merged) as a meta tensor of its shape."""
     keys_file = (PARITY_ROOT or Path()) / "original_full_size_keys.json"
     if not keys_file.is_file():
         pytest.skip("original_full_size_keys.json is absent")
-    original = {
+    return {
         key: torch.empty(shape, device="meta")
         for per_file in json.loads(keys_file.read_text()).values()
         for key, shape in per_file.items()
     }
+
+
+@needs_parity
+def test_released_size_keys_map_onto_default_config():
+    """Every key and shape of the real release fits the default config, proven without allocating memory."""
+    original = released_keys()
     config = SeedVisionTokenizerConfig()
     converted_state, skipped = convert_state_dict(original, config)
     with torch.device("meta"):
@@ -506,3 +512,155 @@ def test_command_line_error_is_one_message(tmp_path):
     )
     assert result.returncode != 0
     assert f"No such folder: {tmp_path / 'missing'}" in result.stderr
+
+
+# --keep-training-weights (I12.3): the release's Stage I training weights, written as the training head's files.
+
+
+def training_weight_shapes(qformer_config, vocab_size: int, positions: int) -> dict[str, tuple[str, tuple]]:
+    """The Stage I training weights as BLIP-2's stage 1 (LAVIS `Blip2Qformer`) names them: {original key: (name in
+    `SeedCausalQFormerForPreTraining`, shape)}."""
+    width, inner = qformer_config.hidden_size, qformer_config.intermediate_size
+    shapes = {
+        "Qformer.bert.embeddings.word_embeddings.weight": (
+            "contrastive_head.text_embeddings.word_embeddings.weight",
+            (vocab_size, width),
+        ),
+        "Qformer.bert.embeddings.position_embeddings.weight": (
+            "contrastive_head.text_embeddings.position_embeddings.weight",
+            (positions, width),
+        ),
+        "vision_proj.weight": ("contrastive_head.vision_projection.weight", (256, width)),
+        "vision_proj.bias": ("contrastive_head.vision_projection.bias", (256,)),
+        "text_proj.weight": ("contrastive_head.text_projection.weight", (256, width)),
+        "text_proj.bias": ("contrastive_head.text_projection.bias", (256,)),
+        "temp": ("contrastive_head.temperature", ()),
+    }
+    for layer in range(qformer_config.num_hidden_layers):
+        for name, shape in (
+            ("intermediate.dense.weight", (inner, width)),
+            ("intermediate.dense.bias", (inner,)),
+            ("output.dense.weight", (width, inner)),
+            ("output.dense.bias", (width,)),
+            ("output.LayerNorm.weight", (width,)),
+            ("output.LayerNorm.bias", (width,)),
+        ):
+            shapes[f"Qformer.bert.encoder.layer.{layer}.{name}"] = (f"qformer.encoder.layer.{layer}.{name}", shape)
+    return shapes
+
+
+@needs_parity
+def test_training_weights_at_the_released_sizes():
+    """The real `causal_qformer.pth` holds none of the Stage I training families (only `position_ids`); a release
+    that holds them at the released sizes maps onto the head, its vocabulary size read from the shapes."""
+    original = released_keys()
+    config = SeedVisionTokenizerConfig()
+    with pytest.raises(ConversionError, match="holds none of the Stage I training weights"):
+        convert_training_head(original, config)
+    positions = original["Qformer.bert.embeddings.position_ids"].shape[-1]
+    shapes = training_weight_shapes(config.qformer_config, vocab_size=30523, positions=positions)
+    original.update({key: torch.empty(shape, device="meta") for key, (_, shape) in shapes.items()})
+    config = infer_config(original, training_head=True)[0]
+    assert config.qformer_config.vocab_size == 30523  # BERT's 30522 and BLIP-2's [DEC] token
+    weights, kept, absent = convert_training_head(original, config)
+    assert set(kept) == set(shapes) and absent == []
+    assert {name: tuple(tensor.shape) for name, tensor in weights.items()} == dict(shapes.values())
+
+
+@pytest.fixture
+def release_with_training_weights(original_copy):
+    """A fixture copy whose `causal_qformer.pth` also holds seeded Stage I training weights of consistent shapes, as
+    a training checkpoint would: (source, copy, {original key: (name in the Stage I head, tensor)})."""
+    source, copy = original_copy
+    qformer_config = parity_config(source).qformer_config
+    generator = torch.Generator().manual_seed(12)
+    training_weights = {}
+
+    def add_training_weights(state, _):
+        positions = state["Qformer.bert.embeddings.position_ids"].shape[-1]  # as many positions as the buffer
+        for key, (ours, shape) in training_weight_shapes(qformer_config, vocab_size=101, positions=positions).items():
+            training_weights[key] = (ours, torch.randn(shape, generator=generator))
+        state.update({key: tensor for key, (_, tensor) in training_weights.items()})
+        state["Qformer.cls.predictions.bias"] = torch.zeros(101)
+        state["itm_head.weight"] = torch.zeros(2, qformer_config.hidden_size)
+
+    _edit(copy / "causal_qformer.pth", add_training_weights)
+    return source, copy, training_weights
+
+
+def test_training_weights_are_kept_when_asked(release_with_training_weights, tmp_path, capsys):
+    """`--keep-training-weights` writes them as the Stage I head reads them; the tokenizer folder is unchanged."""
+    source, copy, training_weights = release_with_training_weights
+    output, config_file = tmp_path / "out", tmp_path / "beyond_shapes.json"
+    config_file.write_text(json.dumps(beyond_shapes(source)))
+    args = ["convert", "--original-dir", str(copy), "--output", str(output), "--config", str(config_file)]
+    assert cli_main([*args, "--keep-training-weights"]) == 0
+    printed = capsys.readouterr().out
+    assert f"kept {len(training_weights)} Stage I training weights in training_head.safetensors" in printed
+    skipped = set(next(line for line in printed.splitlines() if line.startswith("skipped")).split(": ")[1].split(", "))
+    assert {"Qformer.cls.predictions.bias", "itm_head.weight"} <= skipped  # the head has no use for them
+    assert skipped.isdisjoint(training_weights)
+
+    head = SeedCausalQFormerForPreTraining.from_pretrained(output)
+    state = head.state_dict()
+    for key, (ours, tensor) in training_weights.items():
+        assert torch.equal(state[ours], tensor), key
+    assert json.loads((output / "training_head.json").read_text()) == {
+        "head_class": "SeedCausalQFormerForPreTraining",
+        "weights": sorted(ours for ours, _ in training_weights.values()),
+    }
+    expected = load_file(source / "expected.safetensors")
+    with torch.no_grad():
+        assert torch.equal(AutoModel.from_pretrained(output).encode(expected["pixel_values"]), expected["codes"])
+        assert torch.equal(head.encode(expected["pixel_values"]), expected["codes"])
+
+
+def test_training_weights_are_skipped_without_the_flag(converted, release_with_training_weights, tmp_path):
+    fixture, before, _ = converted
+    source, copy, training_weights = release_with_training_weights
+    if fixture != source:
+        pytest.skip("compares with the conversion of the fixture the copy comes from")
+    result = convert_original_checkpoint(copy, tmp_path / "out", beyond_shapes(source))
+    assert result.kept == [] and set(training_weights) <= set(result.skipped)
+    names = sorted(path.name for path in before.iterdir())
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == (before / name).read_bytes(), name
+
+
+def test_training_families_the_release_lacks_start_fresh(release_with_training_weights, tmp_path):
+    source, copy, training_weights = release_with_training_weights
+    _edit(copy / "causal_qformer.pth", lambda state, _: [state.pop(key) for key in ("temp", "text_proj.bias")])
+    with pytest.raises(ConversionError, match=r"1 missing: contrastive_head\.text_projection\.bias \(256,\)"):
+        convert_original_checkpoint(copy, tmp_path / "out", beyond_shapes(source), keep_training_weights=True)
+    _edit(copy / "causal_qformer.pth", lambda state, _: state.pop("text_proj.weight"))
+    result = convert_original_checkpoint(
+        copy, tmp_path / "out", beyond_shapes(source), keep_training_weights=True, dtype=torch.bfloat16
+    )
+    assert result.absent == ["text_proj", "temp"]
+    head = SeedCausalQFormerForPreTraining.from_pretrained(tmp_path / "out")
+    assert head.contrastive_head.temperature.item() == pytest.approx(head.initial_temperature, rel=1e-2)
+    vision_projection, tensor = training_weights["vision_proj.weight"]
+    assert torch.equal(head.state_dict()[vision_projection], tensor.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (None, r"holds none of the Stage I training weights \(Qformer\.bert\.embeddings\.word_embeddings, .*, temp\)"),
+        ("mis-shaped", r"1 mis-shaped: contrastive_head\.vision_projection\.weight: checkpoint \(256, 97\)"),
+        ("not finite", r"1 weights hold NaN or inf: temp"),
+    ],
+)
+def test_unusable_training_weights_are_refused(release_with_training_weights, tmp_path, spoil, message):
+    source, copy, _ = release_with_training_weights
+    if spoil is None:
+        shutil.copyfile(source / "causal_qformer.pth", copy / "causal_qformer.pth")
+    elif spoil == "mis-shaped":
+        _edit(copy / "causal_qformer.pth", lambda state, _: state.update({"vision_proj.weight": torch.zeros(256, 97)}))
+    else:
+        _edit(copy / "causal_qformer.pth", lambda state, _: state.update({"temp": torch.tensor(float("nan"))}))
+    with pytest.raises(ConversionError, match=message) as error:
+        convert_original_checkpoint(copy, tmp_path / "out", beyond_shapes(source), keep_training_weights=True)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()

@@ -20,6 +20,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype written")
     parser.add_argument("--vision-from", help="transformers BLIP-2 checkpoint folder to take the vision tower from")
+    parser.add_argument(
+        "--keep-training-weights",
+        action="store_true",
+        help="also write the release's Stage I training weights (text embeddings, text-branch FFN, vision_proj, "
+        "text_proj, temp) as training_head.safetensors, which SeedCausalQFormerForPreTraining loads",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(run=run)
 
@@ -48,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
         dtype=getattr(torch, args.dtype),
         vision_from=args.vision_from,
         model_card=bundled_model_card("seed_tokenizer_v1.md"),
+        keep_training_weights=args.keep_training_weights,
     )
     if result.skipped:
         print(f"skipped {len(result.skipped)} training-only entries: {', '.join(result.skipped)}")
+    if result.kept:
+        print(f"kept {len(result.kept)} Stage I training weights in training_head.safetensors")
+    if result.absent:
+        print(f"not in the release, so fresh in Stage I training: {', '.join(result.absent)}")
     if result.assumed:
         print(f"released values assumed (no shape tells them; set them with --config): {', '.join(result.assumed)}")
     print(f"wrote {args.output}")
