@@ -344,7 +344,8 @@ def test_cli_trains_a_stage(stage1, workspace, tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(stage=3), "--stage must be one of"),
+        (dict(stage=3, dataset="./no-such-data"), "--stage must be one of"),  # checked before the dataset is read
+        (dict(model="./no-such-model", dataset="./no-such-data"), "no such file or folder: ./no-such-model"),
         (dict(stage=2, text_encoder=None), "needs --text_encoder"),
         (dict(stage=1, text_tokenizer=None), "--text_tokenizer"),
         (dict(stage=1, text_column="text"), "no column 'text'"),
@@ -355,7 +356,7 @@ def test_cli_refuses_bad_arguments(workspace, tmp_path, overrides, message):
     arguments = stage_arguments(workspace, 1, workspace / "seed")
     for name, value in overrides.items():
         setattr(arguments, name, value)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         train_tokenizer(arguments, training_arguments(tmp_path / "out"))
 
 

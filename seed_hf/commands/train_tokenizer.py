@@ -29,6 +29,7 @@ from ..modeling_seed_training import (
     SeedCausalQFormerForPreTraining,
     SeedVisionTokenizerForCodebookTraining,
 )
+from . import resolve_pretrained_path
 from .training import (
     TrainingArgumentsAsJson,
     end_training,
@@ -71,8 +72,6 @@ def _is_blip2(model: str) -> bool:
 
 
 def _load_model(arguments: TrainTokenizerArguments, from_blip2: bool):
-    if arguments.stage not in STAGES:
-        raise ValueError(f"--stage must be one of {STAGES}, got {arguments.stage}")
     if from_blip2:
         if arguments.stage != 1:
             raise ValueError(f"{arguments.model} is a BLIP-2 model: train stage 1 from it, then stage 2 from that")
@@ -181,9 +180,13 @@ def train_tokenizer(
         add_text_targets,
     )
 
+    # The quick checks first: the stage, then the model folder, before any dataset is read.
+    if arguments.stage not in STAGES:
+        raise ValueError(f"--stage must be one of {STAGES}, got {arguments.stage}")
+    resolve_pretrained_path(arguments.model)
+    from_blip2 = _is_blip2(arguments.model)
     set_seed(training_arguments.seed)  # the head's fresh weights are drawn while loading, before Trainer seeds
     train_dataset, eval_dataset = _datasets(arguments, training_arguments)
-    from_blip2 = _is_blip2(arguments.model)
     model = _load_model(arguments, from_blip2)
     image_processor = _image_processor(arguments, model, from_blip2)
     callbacks = []
