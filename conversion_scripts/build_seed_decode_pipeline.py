@@ -17,6 +17,7 @@ import sys
 import torch
 
 from seed_hf.build_decode_pipeline import build_seed_decode_pipeline
+from seed_hf.cli import report_errors
 from seed_hf.utils import bundled_model_card
 
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype written")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
-    try:
+
+    def build() -> None:
         build_seed_decode_pipeline(
             args.tokenizer,
             args.stable_diffusion,
@@ -41,11 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             dtype=getattr(torch, args.dtype),
             model_card=bundled_model_card("seed_decode_pipeline.md"),
         )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output}")
-    return 0
+        print(f"wrote {args.output}")
+
+    return report_errors(build)
 
 
 if __name__ == "__main__":

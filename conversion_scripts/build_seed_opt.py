@@ -18,6 +18,7 @@ import torch
 from transformers import AutoImageProcessor, OPTForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from seed_hf import SeedOPTConfig, SeedOPTForConditionalGeneration, SeedVisionTokenizer
+from seed_hf.cli import report_errors
 from seed_hf.processing_seed import SeedProcessor
 from seed_hf.tokenization_seed_opt import SeedOPTTokenizer
 from seed_hf.utils import (
@@ -155,23 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="LM dtype")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
-    try:
+
+    def build() -> None:
         check_output_dir(args.output, args.overwrite)
         model, processor = build_seed_opt(
             args.opt, args.tokenizer, args.vision_tokenizer, dtype=getattr(torch, args.dtype)
         )
         save_seed_opt(
-            model,
-            processor,
-            args.output,
-            overwrite=args.overwrite,
-            model_card=bundled_model_card("seed_opt.md"),
+            model, processor, args.output, overwrite=args.overwrite, model_card=bundled_model_card("seed_opt.md")
         )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output}")
-    return 0
+        print(f"wrote {args.output}")
+
+    return report_errors(build)
 
 
 if __name__ == "__main__":

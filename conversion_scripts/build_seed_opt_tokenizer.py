@@ -6,6 +6,7 @@ python conversion_scripts/build_seed_opt_tokenizer.py --base facebook/opt-2.7b -
 import argparse
 import sys
 
+from seed_hf.cli import report_errors
 from seed_hf.tokenization_seed_opt import save_seed_opt_tokenizer
 
 
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-seq-length", type=int, default=32, help="codes per image")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
-    try:
+
+    def build() -> None:
         tokenizer = save_seed_opt_tokenizer(
             args.base,
             args.output,
@@ -25,15 +27,13 @@ def main(argv: list[str] | None = None) -> int:
             num_image_tokens=args.num_image_tokens,
             image_seq_length=args.image_seq_length,
         )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    start = tokenizer.image_token_start_id
-    print(
-        f"wrote {args.output}: {len(tokenizer)} tokens, image codes at ids {start}..{start + tokenizer.num_image_tokens - 1}, "
-        f"<img>={tokenizer.boi_token_id} </img>={tokenizer.eoi_token_id} <image>={tokenizer.image_token_id}"
-    )
-    return 0
+        start, end = tokenizer.image_token_start_id, tokenizer.image_token_start_id + tokenizer.num_image_tokens - 1
+        print(
+            f"wrote {args.output}: {len(tokenizer)} tokens, image codes at ids {start}..{end}, "
+            f"<img>={tokenizer.boi_token_id} </img>={tokenizer.eoi_token_id} <image>={tokenizer.image_token_id}"
+        )
+
+    return report_errors(build)
 
 
 if __name__ == "__main__":

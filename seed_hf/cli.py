@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
@@ -58,16 +59,15 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `seed-hf ARGV` and return its exit status (0, 1 for an anticipated failure, 130 when interrupted)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # The options before the command take no value, so the first other word is the command.
-    command = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    # Taken out of the namespace: the commands see only their own arguments.
-    show_traceback = vars(args).pop("show_traceback") or os.environ.get("SEED_HF_DEBUG", "") not in ("", "0")
+def report_errors(run: Callable[[], int | None], show_traceback: bool = False) -> int:
+    """
+    Call `run` and return its exit status (None counts as 0). An anticipated failure prints one `error: ...` line and
+    gives 1, an interrupt gives 130; with `show_traceback` (or `SEED_HF_DEBUG=1`) they are raised instead. The
+    `seed-hf` commands and the conversion scripts all end this way.
+    """
+    show_traceback = show_traceback or os.environ.get("SEED_HF_DEBUG", "") not in ("", "0")
     try:
-        return args.run(args) or 0
+        return run() or 0
     except ANTICIPATED_ERRORS as error:
         if show_traceback:
             raise
@@ -78,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `seed-hf ARGV` and return its exit status (0, 1 for an anticipated failure, 130 when interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The options before the command take no value, so the first other word is the command.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    # Taken out of the namespace: the commands see only their own arguments.
+    show_traceback = vars(args).pop("show_traceback")
+    return report_errors(lambda: args.run(args), show_traceback)
 
 
 if __name__ == "__main__":

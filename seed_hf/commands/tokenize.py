@@ -8,7 +8,6 @@ Data-parallel under a distributed launcher, one model per process, on one node o
 """
 
 import argparse
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("batch_size", "shard_size"):
         if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 1
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     state = distributed_state(args.device, timeout=BARRIER_TIMEOUT)
     output = Path(args.output).resolve()
     try:
@@ -154,9 +152,6 @@ def run(args: argparse.Namespace) -> int:
             output_format=args.output_format,
             push_to_hub=args.push_to_hub,
         )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         # Close the process group of a multi-process launch before exiting, so no rank aborts the others.
         state.destroy_process_group()
