@@ -53,6 +53,7 @@ from .utils import (
     check_output_dir,
     folder_lock,
     looks_like_local_path,
+    write_atomic,
 )
 
 ROW_ID_COLUMN = "row_id"
@@ -337,7 +338,7 @@ class ImageSource:
 
     def identity(self) -> dict:
         """What a partial run records of its input, so that it resumes only on the same rows."""
-        return {"input": self.description, "rows": len(self.row_ids), "row_ids": _digest_row_ids(self.row_ids)}
+        return {"input": self.description, "rows": len(self.row_ids), "row_ids": digest_row_ids(self.row_ids)}
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -499,18 +500,11 @@ class TokenizeSummary:
     output_dir: str
 
 
-def _digest_row_ids(row_ids) -> str:
+def digest_row_ids(row_ids) -> str:
     digest = xxhash.xxh3_128()
     for row_id in row_ids:
         digest.update(f"{row_id}\n".encode())
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write through `write(temporary_path)`, then rename into place: a killed run leaves no half-written `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
 
 
 def _write_arrow(path: Path, table: pa.Table) -> None:
@@ -580,17 +574,17 @@ class _ShardStore:
         for folder in ("shards", "manifest"):
             (self.work_dir / folder).mkdir(parents=True, exist_ok=True)
         if not self.run_file.is_file():
-            _write_atomic(self.run_file, lambda path: path.write_text(json.dumps(run, indent=2)))
+            write_atomic(self.run_file, lambda path: path.write_text(json.dumps(run, indent=2)))
 
     def done(self, num_shards: int) -> list[bool]:
         return [self.record_file(shard).is_file() for shard in range(num_shards)]
 
     def write(self, shard: int, table: pa.Table, record: dict) -> None:
         write_table = _write_parquet if self.suffix == ".parquet" else _write_arrow
-        _write_atomic(self.shard_file(shard), lambda path: write_table(path, table))
+        write_atomic(self.shard_file(shard), lambda path: write_table(path, table))
         if self.publish is not None:
             self.publish(self.shard_file(shard), shard)
-        _write_atomic(self.record_file(shard), lambda path: path.write_text(json.dumps(record)))
+        write_atomic(self.record_file(shard), lambda path: path.write_text(json.dumps(record)))
 
     def records(self, num_shards: int) -> list[dict]:
         missing = [shard for shard, done in enumerate(self.done(num_shards)) if not done]
@@ -637,7 +631,7 @@ def _merge(store: _ShardStore, output_dir: Path, overwrite: bool, records: list[
         _write_outputs(staging, records, summary)
 
 
-def _raise_on_every_process(state: PartialState, check) -> None:
+def raise_on_every_process(state: PartialState, check) -> None:
     """
     Call `check()` on the main process only and raise the `ValueError` or `OSError` it raises on every process, so that
     all processes stop together instead of waiting at the next barrier for one that failed.
@@ -776,7 +770,7 @@ def tokenize_to_disk(
                 hub.create_repo(push_to_hub, repo_type="dataset", exist_ok=True)
 
         # 1. The main process checks the output, takes the run's lock and clears or prepares the work folder.
-        _raise_on_every_process(state, prepare)
+        raise_on_every_process(state, prepare)
         # 2. Everyone lists the pending shards before anyone writes one, then tokenizes its round-robin share.
         pending = [shard for shard, done in enumerate(store.done(len(shards))) if not done]
         state.wait_for_everyone()
@@ -813,7 +807,7 @@ def tokenize_to_disk(
                     upload(output_dir / name, name)
             shutil.rmtree(store.work_dir)
 
-        _raise_on_every_process(state, finish)
+        raise_on_every_process(state, finish)
     return summary
 
 

@@ -198,6 +198,20 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """
+    Write `path` through `write(temporary_path)` beside it, then rename it into place: a killed run never leaves a
+    half-written `path`, a failed write removes the temporary file, and permissions follow the umask.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def bundled_model_card(name: str) -> Path | None:
     """`model_cards/<name>` of this source tree; `None`, with a warning, in an installation that lacks it."""
     card = MODEL_CARDS_DIR / name
@@ -285,5 +299,6 @@ __all__ = [
     "folder_lock",
     "is_seed_hf_output",
     "looks_like_local_path",
+    "write_atomic",
     "write_model_card",
 ]

@@ -14,6 +14,7 @@ from seed_hf.utils import (
     folder_lock,
     is_seed_hf_output,
     looks_like_local_path,
+    write_atomic,
 )
 
 # One file of each kind of folder seed_hf writes, as the writers write it.
@@ -163,6 +164,25 @@ def test_outputs_honour_the_umask(tmp_path):
         os.umask(previous)
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "model" / "weights.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_write_atomic_honours_the_umask_and_leaves_nothing_when_it_fails(tmp_path):
+    """The one file writer (tokenize's records, evaluate's files, reconstruct's PNGs)."""
+    previous = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "picture.png", lambda temporary: temporary.write_bytes(b"new"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "picture.png").stat().st_mode & 0o777 == 0o644
+
+    def write_then_fail(temporary):
+        temporary.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(tmp_path / "picture.png", write_then_fail)
+    assert (tmp_path / "picture.png").read_bytes() == b"new"
+    assert [path.name for path in tmp_path.iterdir()] == ["picture.png"]
 
 
 def test_folder_lock_is_exclusive(tmp_path):

@@ -1,14 +1,14 @@
 """`seed-hf reconstruct`: images -> SEED codes -> pictures drawn back from the codes, one PNG per input."""
 
 import argparse
-import os
 import sys
-import tempfile
+from functools import partial
 from pathlib import Path
 
 import PIL.Image
 import torch
 
+from ..utils import write_atomic
 from . import loading, resolve_pretrained_path
 
 
@@ -24,18 +24,6 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="compute dtype")
     parser.add_argument("--overwrite", action="store_true", help="replace existing PNGs")
     parser.set_defaults(run=run)
-
-
-def _save_png(image: PIL.Image.Image, target: Path) -> None:
-    """Write `target` under a temporary name in its folder, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            image.save(file, format="PNG")
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot reconstruct {path}: {error}", file=sys.stderr)
             failed += 1
             continue
-        _save_png(output.images[0], target)
+        write_atomic(target, partial(output.images[0].save, format="PNG"))
         print(f"{path}: {' '.join(str(code) for code in output.codes[0].tolist())}")
         print(f"wrote {target}")
     if failed:

@@ -20,8 +20,8 @@ from accelerate import PartialState
 from datasets.utils import tqdm
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from ..dataset_tokenization import _digest_row_ids, _raise_on_every_process, _write_atomic, distributed_state
-from ..utils import folder_lock
+from ..dataset_tokenization import digest_row_ids, distributed_state, raise_on_every_process
+from ..utils import folder_lock, write_atomic
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -57,7 +57,7 @@ def write_json(path: Path, content) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write `text` under a temporary name, then rename it into place."""
-    _write_atomic(path, lambda temporary: temporary.write_text(text))
+    write_atomic(path, lambda temporary: temporary.write_text(text))
 
 
 def _prediction_files(output_dir: Path) -> list[Path]:
@@ -137,7 +137,7 @@ def predict_resumable(
     if len(set(ids)) != len(ids):
         duplicates = sorted(item_id for item_id, count in Counter(ids).items() if count > 1)[:5]
         raise ValueError(f"Item ids must be unique; repeated: {duplicates}")
-    settings = {**settings, "items": len(ids), "ids": _digest_row_ids(ids)}
+    settings = {**settings, "items": len(ids), "ids": digest_row_ids(ids)}
     with ExitStack() as run_lock:
 
         def prepare() -> None:
@@ -154,7 +154,7 @@ def predict_resumable(
             _prepare_output(output_dir, settings, overwrite)
 
         # 1. The main process locks and checks the folder and records the settings; everyone reads what is done.
-        _raise_on_every_process(state, prepare)
+        raise_on_every_process(state, prepare)
         done = {record["id"] for path in _prediction_files(output_dir) for record in read_records(path)}
         state.wait_for_everyone()
         part = output_dir / f"predictions.process-{state.process_index}.jsonl"
