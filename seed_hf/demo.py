@@ -340,14 +340,18 @@ def build_demo(
         examples = example_images(Path(tempfile.gettempdir()) / "seed-hf-demo-examples")
 
     def shown_in_page(handler: Callable) -> Callable:
-        """`handler`, with the ValueErrors it raises shown as an error message in the page."""
+        """
+        `handler`, with the ValueErrors it raises shown as an error message in the page. The message stays until it is
+        closed: Gradio groups messages of one kind and closes the group when its first message times out, which would
+        hide a second error that came just before then.
+        """
 
         @functools.wraps(handler)  # keeps the signature, where Gradio finds the progress parameter
         def run(*args, **kwargs):
             try:
                 return handler(*args, **kwargs)
             except ValueError as error:
-                raise gr.Error(str(error), print_exception=False) from error
+                raise gr.Error(str(error), duration=None, print_exception=False) from error
 
         return run
 

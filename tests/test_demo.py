@@ -224,6 +224,16 @@ def test_page_has_the_seed_opt_tabs_only_with_seed_opt_and_queues_every_model_ca
         )
 
 
+def test_errors_in_the_page_stay_until_closed(seed_demo, tmp_path):
+    # Gradio closes a group of messages when the first one times out, which hid an error that came just before.
+    gr = pytest.importorskip("gradio")
+    page = build_demo(seed_demo, default_steps=STEPS, examples=example_images(tmp_path))
+    redraw = next(event.fn for event in page.fns.values() if event.name == "redraw")
+    with pytest.raises(gr.Error, match="Expected 32 codes, got 3") as raised:
+        redraw("1 2 3", 32, 0, STEPS, 7.5, 0, next(iter(SCHEDULERS)))
+    assert raised.value.duration is None
+
+
 # `seed-hf demo`
 
 
@@ -456,6 +466,7 @@ def test_browser_bad_input_shows_an_error(tab, screenshots, tmp_path):
     tab.locator("#edited-codes textarea").fill("1 2 3")
     tab.locator("#redraw").click()
     tab.get_by_text("Expected 32 codes, got 3").wait_for()
+    assert tab.get_by_text("Upload an image (or pick an example) first").is_visible()  # errors stay until closed
     assert tab.locator("#redrawn img").count() == 0
     save_screenshot(tab, screenshots, "error")
     # The page still works after the errors.
