@@ -5,6 +5,16 @@ from transformers import AutoConfig, Blip2QFormerConfig, Blip2VisionConfig, PreT
 from transformers.configuration_utils import SubConfigSpec
 
 
+def check_model_type(config_class: type[PreTrainedConfig], config_dict: dict, remedy: str) -> None:
+    """Refuse a config of another model (e.g. a plain OPT's) before it fills in defaults and loads as a broken model."""
+    found = config_dict.get("model_type")
+    if found is not None and found != config_class.model_type:
+        raise ValueError(
+            f"Expected a {config_class.__name__} (model_type {config_class.model_type!r}), got model_type {found!r}. "
+            + remedy
+        )
+
+
 @strict
 class SeedVisionTokenizerConfig(PreTrainedConfig):
     r"""
@@ -82,6 +92,13 @@ class SeedVisionTokenizerConfig(PreTrainedConfig):
         self.qformer_config.encoder_hidden_size = self.vision_config.hidden_size
         if self.decoder_num_attention_heads is None:
             self.decoder_num_attention_heads = self.qformer_config.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        check_model_type(
+            cls, config_dict, "Convert the original release with `seed-hf convert`, or load a folder it wrote."
+        )
+        return super().from_dict(config_dict, **kwargs)
 
     def to_dict(self) -> dict:
         output = super().to_dict()
@@ -161,6 +178,15 @@ class SeedOPTConfig(PreTrainedConfig):
     eoi_token_id: int | None = None
     image_token_id: int | None = None
     tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        check_model_type(
+            cls,
+            config_dict,
+            "To make SEED-OPT from an OPT checkpoint, run conversion_scripts/build_seed_opt.py (see the README).",
+        )
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_text_tokenizer(cls, tokenizer, text_config: dict, vision_config: dict | None = None) -> "SeedOPTConfig":

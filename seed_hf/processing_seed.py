@@ -241,6 +241,21 @@ class SeedProcessor(ProcessorMixin):
             raise ValueError(f"Expected codes in [0, {num_codes}), got values from {codes.min()} to {codes.max()}")
         return list(codes.long())
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """
+        As `ProcessorMixin.save_pretrained`, leaving the image processor as it was: transformers records the processor's
+        remote-code `auto_map` on it while saving, so a later save of the image processor alone would point
+        `AutoProcessor` at code its folder lacks.
+        """
+        image_processor_settings = vars(self.image_processor)
+        had_auto_map, auto_map = "auto_map" in image_processor_settings, image_processor_settings.get("auto_map")
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            image_processor_settings.pop("auto_map", None)
+            if had_auto_map:
+                image_processor_settings["auto_map"] = auto_map
+
     def to_dict(self) -> dict:
         """
         The processor's settings, identical before and after `save_pretrained` and `from_pretrained`. Saving records the

@@ -284,6 +284,16 @@ def sample_ids(tokenizer) -> torch.Tensor:
     return torch.tensor([[tokenizer.bos_token_id, 5, 6, tokenizer.image_token_start_id + 3, 8, 9]])
 
 
+def test_a_plain_opt_folder_is_refused_with_the_way_to_build_seed_opt(tmp_path):
+    # transformers only warns and then reinitialises every weight of a model of another type.
+    config = OPTConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, word_embed_proj_dim=16
+    )
+    OPTForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"model_type 'seed_opt'\), got model_type 'opt'.*build_seed_opt\.py"):
+        SeedOPTForConditionalGeneration.from_pretrained(tmp_path)
+
+
 def test_cache_passed_as_past_key_values_continues_the_sequence(tokenizer, model):
     input_ids = sample_ids(tokenizer)
     full = model(input_ids=input_ids).logits

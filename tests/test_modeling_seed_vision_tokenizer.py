@@ -128,6 +128,12 @@ def test_save_and_load_round_trip_through_auto_classes(tokenizer_model, tmp_path
         )
 
 
+def test_a_folder_of_another_model_is_refused(tokenizer_model, tmp_path):
+    tokenizer_model.config.qformer_config.save_pretrained(tmp_path)  # a Q-Former is not a SEED tokenizer
+    with pytest.raises(ValueError, match=r"got model_type 'blip_2_qformer'. Convert the original release"):
+        SeedVisionTokenizer.from_pretrained(tmp_path)
+
+
 def test_device_map_auto_loads(tokenizer_model, tmp_path):
     tokenizer_model.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path, device_map="auto")

@@ -182,6 +182,16 @@ def test_to_dict_is_stable_across_save_and_load(tokenizer, tmp_path):
     assert (tmp_path / "saved" / config_file).read_text() == (tmp_path / "again" / config_file).read_text()
 
 
+def test_saving_leaves_the_image_processor_as_it_was(tokenizer, tmp_path):
+    processor = SeedProcessor(SeedImageProcessor(size={"height": 28, "width": 28}), tokenizer)
+    processor.save_pretrained(tmp_path / "processor")
+    assert not hasattr(processor.image_processor, "auto_map")
+    # Saved alone, the image processor points AutoImageProcessor at its own code only.
+    processor.image_processor.save_pretrained(tmp_path / "image-processor")
+    saved = json.loads((tmp_path / "image-processor" / "preprocessor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_seed.SeedImageProcessor"}
+
+
 def chat(*content, role="user") -> dict:
     """One chat message: a string is a text entry, a dict the source of an image entry (`image`, `path`, `url`)."""
     entries = [
