@@ -151,6 +151,19 @@ def _data_settings(args: argparse.Namespace, data) -> dict:
     return {"task": args.task, "data": data.description, "dtype": args.dtype, "batch_size": args.batch_size}
 
 
+def _seed_opt_settings(args: argparse.Namespace, data, **specific) -> dict:
+    """The settings of a caption or VQA run: the data's, SEED-OPT's and its decoding's, plus the task's `specific`."""
+    return {
+        **_data_settings(args, data),
+        **specific,
+        "model": str(args.model),
+        "adapter": args.adapter,
+        "prompt": args.prompt,
+        "num_beams": args.num_beams,
+        "max_new_tokens": args.max_new_tokens,
+    }
+
+
 def load_seed_opt(args: argparse.Namespace, device: torch.device):
     """SEED-OPT (with `--adapter` merged) in eval mode on `device`, and its processor; clear errors for wrong folders."""
     from peft import PeftModel
@@ -228,14 +241,7 @@ def run_caption(args: argparse.Namespace) -> int:
             captions = generate_texts(model, processor, data, indices, [args.prompt] * len(indices), args)
             return [{"caption": caption, "references": references[index]} for index, caption in zip(indices, captions)]
 
-        settings = {
-            **_data_settings(args, data),
-            "model": str(args.model),
-            "adapter": args.adapter,
-            "prompt": args.prompt,
-            "num_beams": args.num_beams,
-            "max_new_tokens": args.max_new_tokens,
-        }
+        settings = _seed_opt_settings(args, data)
         records = predict_resumable(
             data.ids, predict, args.output_dir, settings, args.batch_size, args.overwrite, state, "captioning"
         )
@@ -286,16 +292,7 @@ def run_vqa(args: argparse.Namespace) -> int:
                 for index, text in zip(indices, texts)
             ]
 
-        settings = {
-            **_data_settings(args, data),
-            "benchmark": args.benchmark,
-            "model": str(args.model),
-            "adapter": args.adapter,
-            "prompt": args.prompt,
-            "num_beams": args.num_beams,
-            "max_new_tokens": args.max_new_tokens,
-            "length_penalty": args.length_penalty,
-        }
+        settings = _seed_opt_settings(args, data, benchmark=args.benchmark, length_penalty=args.length_penalty)
         records = predict_resumable(
             data.ids, predict, args.output_dir, settings, args.batch_size, args.overwrite, state, "answering"
         )
