@@ -385,6 +385,23 @@ def build_demo(
         codes = demo.codes_from_text(prompt)
         return codes, codes_html(codes), json.dumps(codes)
 
+    def image_input(elem_id: str, examples_id: str | None = None) -> "gr.Image":
+        """An image to upload or paste, with the example pictures under it."""
+        image = gr.Image(
+            type="pil", label="Image", sources=["upload", "clipboard"], elem_id=elem_id, height=IMAGE_HEIGHT
+        )
+        gr.Examples([[str(path)] for path in examples], inputs=[image], label="Examples", elem_id=examples_id)
+        return image
+
+    def drawn_picture(label: str, elem_id: str) -> "gr.Image":
+        """Where a picture drawn from codes appears."""
+        return gr.Image(type="pil", label=label, elem_id=elem_id, height=IMAGE_HEIGHT)
+
+    def codes_view(grid_id: str, json_id: str | None = None) -> tuple["gr.HTML", "gr.Code"]:
+        """Codes shown twice: as the coloured grid, and as JSON to copy."""
+        grid = gr.HTML(css_template=CODES_CSS, elem_id=grid_id)
+        return grid, gr.Code(language="json", lines=1, label="Codes (JSON)", buttons=["copy"], elem_id=json_id)
+
     with gr.Blocks(title=f"SEED: images as {demo.num_codes} codes") as page:
         gr.Markdown(
             f"# SEED: an image as {demo.num_codes} codes\n"
@@ -404,24 +421,10 @@ def build_demo(
         with gr.Tab("Tokenize & reconstruct", id="tokenize"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(
-                        type="pil",
-                        label="Image",
-                        sources=["upload", "clipboard"],
-                        elem_id="input-image",
-                        height=IMAGE_HEIGHT,
-                    )
-                    gr.Examples(
-                        [[str(path)] for path in examples], inputs=[image], label="Examples", elem_id="examples"
-                    )
+                    image = image_input("input-image", examples_id="examples")
                     tokenize_button = gr.Button("Tokenize & reconstruct", variant="primary", elem_id="tokenize")
-                reconstruction = gr.Image(
-                    type="pil", label="Drawn back from the codes", elem_id="reconstruction", height=IMAGE_HEIGHT
-                )
-            codes_grid = gr.HTML(css_template=CODES_CSS, elem_id="codes")
-            codes_json = gr.Code(
-                language="json", lines=1, label="Codes (JSON)", buttons=["copy"], elem_id="codes-json"
-            )
+                reconstruction = drawn_picture("Drawn back from the codes", "reconstruction")
+            codes_grid, codes_json = codes_view("codes", json_id="codes-json")
 
         with gr.Tab("Edit codes", id="edit"):
             gr.Markdown(
@@ -448,23 +451,14 @@ def build_demo(
                         )
                         fill_code = gr.Number(value=0, precision=0, minimum=0, label="Fill code")
                     redraw_button = gr.Button("Redraw", variant="primary", elem_id="redraw")
-                redrawn = gr.Image(
-                    type="pil", label="Drawn from the edited codes", elem_id="redrawn", height=IMAGE_HEIGHT
-                )
+                redrawn = drawn_picture("Drawn from the edited codes", "redrawn")
             edited_grid = gr.HTML(css_template=CODES_CSS, elem_id="edited-grid")
 
         if demo.seed_opt is not None:
             with gr.Tab("Caption / ask", id="caption"):
                 with gr.Row():
                     with gr.Column():
-                        caption_image = gr.Image(
-                            type="pil",
-                            label="Image",
-                            sources=["upload", "clipboard"],
-                            elem_id="caption-image",
-                            height=IMAGE_HEIGHT,
-                        )
-                        gr.Examples([[str(path)] for path in examples], inputs=[caption_image], label="Examples")
+                        caption_image = image_input("caption-image")
                         question = gr.Textbox(label="Question (empty: a caption)", elem_id="question")
                         max_new_tokens = gr.Slider(1, 64, value=20, step=1, label="Max new tokens")
                         caption_button = gr.Button("Caption / answer", variant="primary", elem_id="caption-button")
@@ -474,12 +468,9 @@ def build_demo(
                     with gr.Column():
                         prompt = gr.Textbox(label="Prompt", value="A photo of a red circle.", elem_id="prompt")
                         draw_button = gr.Button("Write codes & draw", variant="primary", elem_id="draw-button")
-                    drawn = gr.Image(
-                        type="pil", label="Drawn from SEED-OPT's codes", elem_id="drawn", height=IMAGE_HEIGHT
-                    )
+                    drawn = drawn_picture("Drawn from SEED-OPT's codes", "drawn")
                 text_codes_state = gr.State([])
-                text_codes_grid = gr.HTML(css_template=CODES_CSS, elem_id="text-codes")
-                text_codes_json = gr.Code(language="json", lines=1, label="Codes (JSON)", buttons=["copy"])
+                text_codes_grid, text_codes_json = codes_view("text-codes")
 
         # Every model call waits its turn in one queue. Progress (and an error) shows on the picture being drawn
         # only, so a failed call never covers the inputs, such as the codes being edited.
