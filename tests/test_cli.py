@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from seed_hf import cli
 from seed_hf.commands import info, resolve_pretrained_path
 
-from conftest import REPO_ROOT, tiny_tokenizer
+from conftest import REPO_ROOT
 from test_pipeline_seed_decode import tiny_pipeline
 
 
@@ -35,13 +35,6 @@ def error_line(capsys) -> str:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0].removeprefix("error: ")
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("seed-tokenizer")
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +137,11 @@ def test_missing_local_paths_are_not_hub_ids(tmp_path, monkeypatch, name):
         resolve_pretrained_path(name, "seed_vision_tokenizer")
 
 
-def test_resolve_pretrained_path(tmp_path, tokenizer_dir, seed_opt_dir, decode_dir):
+def test_resolve_pretrained_path(tmp_path, model_dir, seed_opt_dir, decode_dir):
     assert resolve_pretrained_path("AILab-CVC/seed-tokenizer", "seed_vision_tokenizer") == "AILab-CVC/seed-tokenizer"
     with pytest.raises(FileNotFoundError, match="no such file or folder: model"):
         resolve_pretrained_path("model", hub=False)
-    assert resolve_pretrained_path(str(tokenizer_dir), "seed_vision_tokenizer", "seed_opt") == str(tokenizer_dir)
+    assert resolve_pretrained_path(str(model_dir), "seed_vision_tokenizer", "seed_opt") == str(model_dir)
     assert resolve_pretrained_path(str(decode_dir), "SeedDecodePipeline") == str(decode_dir)
     assert resolve_pretrained_path(str(tmp_path)) == str(tmp_path)  # no kinds given: any folder
 
@@ -182,7 +175,7 @@ def test_resolve_pretrained_path(tmp_path, tokenizer_dir, seed_opt_dir, decode_d
 @pytest.mark.parametrize(
     "pipeline, expected",
     [
-        ("tokenizer_dir", "is a SEED tokenizer folder, not a SeedDecodePipeline folder"),
+        ("model_dir", "is a SEED tokenizer folder, not a SeedDecodePipeline folder"),
         ("seed_opt_dir", "is a SEED-OPT folder, not a SeedDecodePipeline folder"),
         ("empty", "is an empty folder, not a SeedDecodePipeline folder"),
         ("photoz/", "no such file or folder: photoz/"),
